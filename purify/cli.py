@@ -1,0 +1,268 @@
+"""Command line: ``purify simulate``, ``purify info``.
+
+Thin runners in the style of msprime: :func:`main` takes ``argv`` so tests call it
+directly; each subcommand parses, validates everything before any work, calls the library
+and prints.  Bad input ends with one line ``purify: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad input; printed as one line and exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and never a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+    return parse
+
+
+INT = _number(int, "an integer")
+FLOAT = _number(float, "a number")
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _str_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _levels(text: str) -> tuple[tuple[float, float], ...]:
+    """``MAG:PROB,MAG:PROB`` → ((MAG, PROB), ...)."""
+    try:
+        return tuple(tuple(float(v) for v in item.split(":")) for item in text.split(",") if item)  # type: ignore[misc]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of MAGNITUDE:PROBABILITY") from None
+
+
+# (flag, config section, field, parser, help) — one row per simulate option.
+OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
+    ("--d", "data", "d", INT, "input dimension d (default 1000)"),
+    ("--k", "data", "k", INT, "sparsity k: |z_i| in {0, 1/sqrt(k), 1} (default 60)"),
+    ("--dictionary", "data", "dictionary", str, "identity | orthogonal | overcomplete (default orthogonal)"),
+    ("--n-features", "data", "n_features", INT, "dictionary atoms D (default d; 2d if overcomplete)"),
+    ("--p-one", "data", "p_one", FLOAT, "Pr[|z_i| = 1] (default 1/D)"),
+    ("--p-small", "data", "p_small", FLOAT, "Pr[|z_i| = 1/sqrt(k)] (default k/D)"),
+    ("--extra-levels", "data", "extra_levels", _levels, "more |z_i| levels as MAG:PROB,MAG:PROB"),
+    ("--sigma-x", "data", "sigma_x", FLOAT, "Gaussian noise level sigma_x (default 0.1)"),
+    ("--spike-level", "data", "spike_level", FLOAT, "spike noise magnitude (default 1/k^0.501)"),
+    ("--spike-prob", "data", "spike_prob", FLOAT, "spike noise probability (default sigma_x^2/(D level^2))"),
+    ("--n-train", "data", "n_train", INT, "fixed training set size N (default: fresh samples every step)"),
+    ("--n-test", "data", "n_test", INT, "held-out examples (default 2000)"),
+    ("--m", "net", "width", INT, "width m (default 2d)"),
+    ("--sigma0", "net", "sigma0", FLOAT, "init scale sigma_0 (default 1/d)"),
+    ("--activation", "net", "activation", str, "smooth | noisy (default smooth)"),
+    ("--bias-schedule", "net", "bias_schedule", str, "norm | paper (default norm; see README)"),
+    ("--r-start", "net", "r_start", FLOAT, "norm schedule: initial r (default 1.5)"),
+    ("--r-end", "net", "r_end", FLOAT, "norm schedule: final r (default 0.8)"),
+    ("--r-decay-fraction", "net", "r_decay_fraction", FLOAT, "norm schedule: decay over this fraction of clean steps (0.7)"),
+    ("--c-b", "net", "c_b", FLOAT, "paper schedule: bias growth c_b (default 1)"),
+    ("--sigma-rho-ratio", "net", "sigma_rho_ratio", FLOAT, "sigma_rho / b (default 0.05 norm, 1/sqrt(log d) paper)"),
+    ("--lam", "net", "lam", FLOAT, "regularizer weight (default 0 norm, logloglog(d)/d paper)"),
+    ("--clean-steps", "train", "clean_steps", INT, "clean training steps (default 4d)"),
+    ("--adv-steps", "train", "adv_steps", INT, "adversarial training steps (default clean/5)"),
+    ("--lr", "train", "lr", FLOAT, "clean learning rate (default 1.0)"),
+    ("--adv-lr", "train", "adv_lr", FLOAT, "adversarial learning rate (default lr/2)"),
+    ("--batch-size", "train", "batch_size", INT, "batch size (default 512)"),
+    ("--adv-attack", "train", "adv_attack", str, "attacker of adversarial training: fgm | pgd (default fgm)"),
+    ("--adv-norm", "train", "adv_norm", str, "l2 | linf (default l2)"),
+    ("--adv-tau", "train", "adv_tau", FLOAT, "training radius (default: the evaluation radius)"),
+    ("--adv-pgd-steps", "train", "adv_pgd_steps", INT, "PGD steps in training (default 3)"),
+    ("--adv-init", "train", "adv_init", str, "clean | random: start of adversarial training (default clean)"),
+    ("--clean-snapshots", "train", "clean_snapshots", INT, "evaluations + weight snapshots in clean training (default 10)"),
+    ("--adv-snapshots", "train", "adv_snapshots", INT, "evaluations + weight snapshots in adversarial training (default 5)"),
+    ("--log-points", "train", "log_points", INT, "loss log points per phase (default 100)"),
+    ("--tau", "eval", "tau", FLOAT, "l2 evaluation radius (default 1/sqrt(k))"),
+    ("--tau-linf", "eval", "tau_linf", FLOAT, "linf evaluation radius (default tau/sqrt(d))"),
+    ("--radii", "eval", "radii", _float_list, "radius grid as multiples of tau (default 0.25,0.5,1,1.5,2)"),
+    ("--norms", "eval", "norms", _str_list, "norms to evaluate (default l2,linf)"),
+    ("--attacks", "eval", "attacks", _str_list, "attackers to evaluate (default fgm,pgd,dense,noise)"),
+    ("--pgd-steps", "eval", "pgd_steps", INT, "PGD steps in evaluation (default 10)"),
+    ("--pgd-restarts", "eval", "pgd_restarts", INT, "PGD restarts in evaluation (default 1)"),
+    ("--pgd-rel-step", "eval", "pgd_rel_step", FLOAT, "PGD step size / tau (default 2.5/steps)"),
+    ("--n-eval", "eval", "n_eval", INT, "held-out examples attacked per evaluation (default 1000)"),
+]
+
+
+def _dest(flag: str) -> str:
+    return "opt_" + flag.lstrip("-").replace("-", "_")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="purify", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sim = sub.add_parser("simulate", help="clean then adversarial training, evaluated and stored")
+    for flag, _, _, kind, help_text in OPTIONS:
+        sim.add_argument(flag, dest=_dest(flag), type=kind, default=None, help=help_text)
+    sim.add_argument("--config", type=Path, help="TOML or JSON file with [data] [net] [train] [eval] tables; "
+                     "command-line options override it")
+    sim.add_argument("--seed", type=INT, default=None, help="root seed (default: drawn and recorded)")
+    sim.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
+    sim.add_argument("--out", type=Path, default=None, help="run folder (default runs/d{d}-k{k}-seed{seed})")
+    sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    sim.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    info = sub.add_parser("info", help="print a stored run's config and summary")
+    info.add_argument("run", type=Path, help="run folder")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    return parser
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read --config {path}: {e.strerror}") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"cannot parse --config {path}: {' '.join(str(e).split())}") from None
+
+
+def config_from_args(args: argparse.Namespace):
+    """The (unresolved) :class:`RunConfig` described by the config file and options."""
+    from purify.config import RunConfig
+
+    raw: dict[str, Any] = _load_config_file(args.config) if args.config else {}
+    for flag, section, name, _, _ in OPTIONS:
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            table = raw.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise UsageError(f"invalid {section} in --config: must be a table")
+            table[name] = value
+    if args.seed is not None:
+        raw["seed"] = args.seed
+    if args.device is not None:
+        raw["device"] = args.device
+    return RunConfig.from_dict(raw)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"invalid --device={device}: CUDA is not available on this machine (use cpu)")
+
+
+def _describe(config) -> str:
+    d, n, t, e = config.data, config.net, config.train, config.eval
+    return (f"d={d.d} k={d.k} D={d.n_features} dictionary={d.dictionary} sigma_x={d.sigma_x:g} | "
+            f"m={n.width} sigma0={n.sigma0:.3g} bias={n.bias_schedule} lam={n.lam:.3g} | "
+            f"steps clean={t.clean_steps} adv={t.adv_steps} lr={t.lr:g} adv_lr={t.adv_lr:g} "
+            f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} | "
+            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} seed={config.seed}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from purify import store as S
+    from purify.config import TheoryWarning
+    from purify.simulate import Stopped, simulate
+    from purify.summary import format_summary
+    from purify.train import DivergenceError
+
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite cannot be combined")
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out RUN (the run folder to continue)")
+        config = None
+    else:
+        config = config_from_args(args).resolve()
+        _check_device(config.device)
+        for note in config.theory_warnings():
+            print(f"purify: warning: {note}", file=sys.stderr)
+    out = args.out or Path("runs") / f"d{config.data.d}-k{config.data.k}-seed{config.seed}"
+    if config is not None:
+        print(f"purify simulate: {_describe(config)}", file=sys.stderr)
+    print(f"run folder: {out}", file=sys.stderr)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TheoryWarning)
+            summary = simulate(config, out, resume=args.resume, overwrite=args.overwrite,
+                               progress=not args.quiet)
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+    except DivergenceError as e:
+        print(f"purify: error: {e}; the store at {out} is marked failed", file=sys.stderr)
+        return EXIT_FAILED
+    except Stopped as e:
+        print(f"purify: stopped after step {e.step}; resume with: purify simulate --out {out} --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_summary(summary))
+    print(f"store: {S.store_path(out)}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from purify import store as S
+    from purify.summary import format_summary, summarize
+
+    try:
+        attrs = S.read_attrs(args.run)
+        S.open_run(args.run)
+        summary = summarize(args.run, allow_running=True)
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    config = json.loads(attrs["config_json"])
+    print(f"run: {S.run_dir(args.run)}  status: {attrs.get('status')} {attrs.get('status_reason', '')}".rstrip())
+    print(f"seed: {attrs.get('seed')}  purify {attrs.get('purify_version')}  torch {attrs.get('torch_version')}")
+    for section in ("data", "net", "train", "eval"):
+        items = " ".join(f"{k}={v}" for k, v in config[section].items())
+        print(f"[{section}] {items}")
+    print(format_summary(summary))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``purify`` console script; returns the exit code."""
+    from purify.config import ConfigError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler = {"simulate": cmd_simulate, "info": cmd_info}[args.command]
+        return handler(args)
+    except (UsageError, ConfigError) as e:
+        print(f"purify: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Typed run configuration: one frozen dataclass per stage, composed into :class:`RunConfig`.
+
+Every field that may be left ``None`` is *derived* from ``d`` and ``k`` by
+:meth:`RunConfig.resolve`; the resolved config (no ``None`` left) is what a run uses and what
+its store records, so a run can be repeated from its store alone.  Validation happens in
+``__post_init__`` and raises :class:`ConfigError` with a one-line message naming the field,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from purify.attacks import ATTACKS, NORMS
+from purify.data import DICTIONARIES
+
+BIAS_SCHEDULES = ("norm", "paper")
+ACTIVATIONS = ("smooth", "noisy")
+ADV_INITS = ("clean", "random")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message is one line fit to show a user."""
+
+
+class TheoryWarning(UserWarning):
+    """A parameter outside the regime the theorems cover, that still makes sense to run."""
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}: {allowed}")
+
+
+def _positive(name: str, value: float | int | None) -> None:
+    if value is not None:
+        _check(_finite(value) and value > 0, name, value, "must be > 0")
+
+
+def _finite(value: float | int) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _prob(name: str, value: float | None) -> None:
+    if value is not None:
+        _check(_finite(value) and 0 <= value <= 1, name, value, "must be a probability in [0, 1]")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sparse-coding data (SPEC §1, Assumption 2.1)."""
+
+    d: int = 1000  # input dimension
+    k: int = 60  # sparsity scale: ‖z‖₀ = Θ(k); small coordinates have |z_i| = 1/√k
+    dictionary: str = "orthogonal"  # identity | orthogonal (Haar) | overcomplete
+    n_features: int | None = None  # D, atoms of M; None → d (2d if overcomplete)
+    p_one: float | None = None  # Pr[|z_i| = 1]; None → 1/D
+    p_small: float | None = None  # Pr[|z_i| = 1/√k]; None → k/D
+    extra_levels: tuple[tuple[float, float], ...] = ()  # more (|z_i|, probability) pairs
+    sigma_x: float = 0.1  # Gaussian noise ξ' ~ N(0, σ_x²/d I), so ‖ξ'‖ ≈ σ_x
+    spike_level: float | None = None  # |ξ''_i|; None → 1/k^0.501 (the theory's maximum)
+    spike_prob: float | None = None  # Pr[ξ''_i ≠ 0]; None → E ξ''_i² = σ_x²/D
+    n_train: int | None = None  # fixed training set size N; None → fresh samples every step
+    n_test: int = 2000  # held-out examples (clean accuracy)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.d, int) and self.d >= 2, "d", self.d, "must be an integer >= 2")
+        _check(
+            isinstance(self.k, int) and 1 <= self.k <= self.d, "k", self.k,
+            f"must be an integer in [1, d={self.d}]",
+        )
+        _check(self.dictionary in DICTIONARIES, "dictionary", self.dictionary,
+               f"allowed: {', '.join(DICTIONARIES)}")
+        if self.n_features is not None:
+            if self.dictionary == "overcomplete":
+                _check(isinstance(self.n_features, int) and self.n_features > self.d,
+                       "n_features", self.n_features, f"an over-complete dictionary needs D > d={self.d}")
+            else:
+                _check(self.n_features == self.d, "n_features", self.n_features,
+                       f"must equal d={self.d} for a {self.dictionary} dictionary")
+        _prob("p_one", self.p_one)
+        _prob("p_small", self.p_small)
+        for i, level in enumerate(self.extra_levels):
+            _check(len(level) == 2 and _finite(level[0]) and 0 < level[0] <= 1,
+                   f"extra_levels[{i}]", level, "must be (magnitude in (0, 1], probability)")
+            _prob(f"extra_levels[{i}] probability", level[1])
+        total = sum(p for p in (self.p_one, self.p_small) if p is not None)
+        total += sum(p for _, p in self.extra_levels)
+        _check(total <= 1, "level probabilities", total, "must sum to at most 1")
+        _check(_finite(self.sigma_x) and self.sigma_x >= 0, "sigma_x", self.sigma_x, "must be >= 0")
+        if self.spike_level is not None:
+            _check(_finite(self.spike_level) and self.spike_level >= 0, "spike_level",
+                   self.spike_level, "must be >= 0")
+        _prob("spike_prob", self.spike_prob)
+        if self.n_train is not None:
+            _check(isinstance(self.n_train, int) and self.n_train >= 2, "n_train", self.n_train,
+                   "must be an integer >= 2 (or omitted for online sampling)")
+        _check(isinstance(self.n_test, int) and self.n_test >= 10, "n_test", self.n_test,
+               "must be an integer >= 10")
+
+    def resolve(self) -> DataConfig:
+        D = self.n_features or (2 * self.d if self.dictionary == "overcomplete" else self.d)
+        spike = self.k**-0.501 if self.spike_level is None else self.spike_level
+        spike_prob = self.spike_prob
+        if spike_prob is None:
+            spike_prob = min(1.0, self.sigma_x**2 / (D * spike**2)) if spike > 0 else 0.0
+        resolved = replace(
+            self,
+            n_features=D,
+            p_one=1.0 / D if self.p_one is None else self.p_one,
+            p_small=self.k / D if self.p_small is None else self.p_small,
+            spike_level=spike,
+            spike_prob=spike_prob,
+        )
+        resolved.__post_init__()  # derived probabilities must still sum to ≤ 1
+        return resolved
+
+    @property
+    def levels(self) -> tuple[tuple[float, float], ...]:
+        """``(|z_i|, probability)`` pairs of the resolved config."""
+        assert self.p_one is not None and self.p_small is not None, "resolve() first"
+        return ((1.0, self.p_one), (1.0 / math.sqrt(self.k), self.p_small), *self.extra_levels)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The symmetric bias-ReLU learner and its schedules (SPEC §2, §4.1 of the paper)."""
+
+    width: int | None = None  # m; None → 2d
+    sigma0: float | None = None  # init w_i ~ N(0, σ₀² I); None → 1/d
+    activation: str = "smooth"  # smooth: E_ρ ReLU; noisy: one draw of ρ per example and neuron
+    bias_schedule: str = "norm"  # norm (working default) | paper (§4.1 taken literally)
+    r_start: float = 1.5  # norm schedule: b_i = r_t ‖w_i‖/√k, r_t from r_start ...
+    r_end: float = 0.8  # ... to r_end ...
+    r_decay_fraction: float = 0.7  # ... over this fraction of the clean steps
+    c_b: float = 1.0  # paper schedule: b grows by η c_b / d per step up to 1/k^0.5001
+    sigma_rho_ratio: float | None = None  # σ_ρ / b; None → 0.05 (norm) or 1/√log d (paper)
+    lam: float | None = None  # regularizer weight λ; None → 0 (norm) or logloglog d / d (paper)
+
+    def __post_init__(self) -> None:
+        if self.width is not None:
+            _check(isinstance(self.width, int) and self.width >= 1, "m", self.width,
+                   "must be an integer >= 1")
+        _positive("sigma0", self.sigma0)
+        _check(self.activation in ACTIVATIONS, "activation", self.activation,
+               f"allowed: {', '.join(ACTIVATIONS)}")
+        _check(self.bias_schedule in BIAS_SCHEDULES, "bias_schedule", self.bias_schedule,
+               f"allowed: {', '.join(BIAS_SCHEDULES)}")
+        _positive("r_start", self.r_start)
+        _positive("r_end", self.r_end)
+        _check(_finite(self.r_decay_fraction) and 0 < self.r_decay_fraction <= 1,
+               "r_decay_fraction", self.r_decay_fraction, "must be in (0, 1]")
+        _positive("c_b", self.c_b)
+        if self.sigma_rho_ratio is not None:
+            _check(_finite(self.sigma_rho_ratio) and self.sigma_rho_ratio >= 0,
+                   "sigma_rho_ratio", self.sigma_rho_ratio, "must be >= 0")
+        if self.lam is not None:
+            _check(_finite(self.lam) and self.lam >= 0, "lam", self.lam, "must be >= 0")
+
+    def resolve(self, data: DataConfig) -> NetConfig:
+        d = data.d
+        paper = self.bias_schedule == "paper"
+        log_d = math.log(d)
+        # logloglog d is negative below d ≈ 3.8e6... of e^e^e; clip so λ stays a weight decay.
+        default_lam = max(math.log(math.log(math.log(max(d, 16)))), 0.0) / d if paper else 0.0
+        default_ratio = 1.0 / math.sqrt(log_d) if paper else 0.05
+        return replace(
+            self,
+            width=2 * d if self.width is None else self.width,
+            sigma0=1.0 / d if self.sigma0 is None else self.sigma0,
+            sigma_rho_ratio=default_ratio if self.sigma_rho_ratio is None else self.sigma_rho_ratio,
+            lam=default_lam if self.lam is None else self.lam,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Clean training (Algorithm 1) then adversarial training (Algorithm 2)."""
+
+    clean_steps: int | None = None  # None → 4d
+    adv_steps: int | None = None  # None → clean_steps / 5
+    lr: float | None = None  # η of clean training; None → 1.0 (see README: scale-free in d)
+    adv_lr: float | None = None  # η of adversarial training; None → lr / 2
+    batch_size: int = 512  # examples per step (≥ n_train means full-batch GD)
+    adv_attack: str = "fgm"  # attacker used inside adversarial training
+    adv_norm: str = "l2"
+    adv_tau: float | None = None  # training radius; None → the evaluation radius τ of the norm
+    adv_pgd_steps: int = 3  # PGD steps when adv_attack = pgd
+    adv_init: str = "clean"  # start adversarial training from the clean weights or from init
+    clean_snapshots: int = 10  # log-spaced evaluation + weight snapshots in clean training
+    adv_snapshots: int = 5  # evenly spaced snapshots in adversarial training
+    log_points: int = 100  # loss/accuracy/bias log points per phase
+
+    def __post_init__(self) -> None:
+        for name in ("clean_steps", "adv_steps"):
+            v = getattr(self, name)
+            if v is not None:
+                _check(isinstance(v, int) and v >= 0, name, v, "must be an integer >= 0")
+        _positive("lr", self.lr)
+        _positive("adv_lr", self.adv_lr)
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
+               self.batch_size, "must be an integer >= 1")
+        _check(self.adv_attack in ("fgm", "pgd"), "adv_attack", self.adv_attack,
+               "allowed: fgm, pgd")
+        _check(self.adv_norm in NORMS, "adv_norm", self.adv_norm, f"allowed: {', '.join(NORMS)}")
+        _positive("adv_tau", self.adv_tau)
+        _check(isinstance(self.adv_pgd_steps, int) and self.adv_pgd_steps >= 1, "adv_pgd_steps",
+               self.adv_pgd_steps, "must be an integer >= 1")
+        _check(self.adv_init in ADV_INITS, "adv_init", self.adv_init,
+               f"allowed: {', '.join(ADV_INITS)}")
+        for name in ("clean_snapshots", "adv_snapshots", "log_points"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and 1 <= v <= 10_000, name, v,
+                   "must be an integer in [1, 10000]")
+
+    def resolve(self, data: DataConfig, evaluation: EvalConfig) -> TrainConfig:
+        clean = 4 * data.d if self.clean_steps is None else self.clean_steps
+        lr = 1.0 if self.lr is None else self.lr
+        return replace(
+            self,
+            clean_steps=clean,
+            adv_steps=max(1, clean // 5) if self.adv_steps is None else self.adv_steps,
+            lr=lr,
+            adv_lr=lr / 2 if self.adv_lr is None else self.adv_lr,
+            adv_tau=evaluation.tau_for(self.adv_norm) if self.adv_tau is None else self.adv_tau,
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Clean and robust evaluation on the held-out set (SPEC §3 "Errors")."""
+
+    tau: float | None = None  # ℓ₂ radius; None → 1/√k (Thm 5.3's scale)
+    tau_linf: float | None = None  # ℓ∞ radius; None → τ/√d (the ℓ∞ ball inside the ℓ₂ one)
+    radii: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0)  # grid, as multiples of the radius
+    norms: tuple[str, ...] = ("l2", "linf")
+    attacks: tuple[str, ...] = ATTACKS
+    pgd_steps: int = 10
+    pgd_restarts: int = 1
+    pgd_rel_step: float | None = None  # PGD step / τ; None → 2.5 / steps
+    n_eval: int = 1000  # held-out examples used for the (costly) robust evaluation
+
+    def __post_init__(self) -> None:
+        _positive("tau", self.tau)
+        _positive("tau_linf", self.tau_linf)
+        _check(len(self.radii) >= 1 and all(_finite(r) and r > 0 for r in self.radii), "radii",
+               self.radii, "must be one or more multiples > 0")
+        _check(len(self.norms) >= 1 and all(n in NORMS for n in self.norms), "norms", self.norms,
+               f"allowed: {', '.join(NORMS)}")
+        _check(len(self.attacks) >= 1 and all(a in ATTACKS for a in self.attacks), "attacks",
+               self.attacks, f"allowed: {', '.join(ATTACKS)}")
+        _check(len(set(self.attacks)) == len(self.attacks), "attacks", self.attacks,
+               "must not repeat")
+        _check(isinstance(self.pgd_steps, int) and self.pgd_steps >= 1, "pgd_steps",
+               self.pgd_steps, "must be an integer >= 1")
+        _check(isinstance(self.pgd_restarts, int) and self.pgd_restarts >= 1, "pgd_restarts",
+               self.pgd_restarts, "must be an integer >= 1")
+        _positive("pgd_rel_step", self.pgd_rel_step)
+        _check(isinstance(self.n_eval, int) and self.n_eval >= 10, "n_eval", self.n_eval,
+               "must be an integer >= 10")
+
+    def resolve(self, data: DataConfig) -> EvalConfig:
+        tau = 1.0 / math.sqrt(data.k) if self.tau is None else self.tau
+        return replace(
+            self,
+            tau=tau,
+            tau_linf=tau / math.sqrt(data.d) if self.tau_linf is None else self.tau_linf,
+            n_eval=min(self.n_eval, data.n_test),
+        )
+
+    def tau_for(self, norm: str) -> float:
+        value = self.tau if norm == "l2" else self.tau_linf
+        assert value is not None, "resolve() first"
+        return value
+
+    def taus(self, norm: str) -> list[float]:
+        """The radius grid of ``norm``: ``radii × τ_norm``."""
+        return [r * self.tau_for(norm) for r in self.radii]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; ``seed=None`` is replaced by a drawn seed on resolve."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, "seed", self.seed,
+                   "must be an integer in [0, 2^63)")
+        _check(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"), "device",
+               self.device, "allowed: cpu, cuda, cuda:N")
+
+    def resolve(self, seed: int | None = None) -> RunConfig:
+        """Fill every derived field (and the seed) so the result fully determines the run."""
+        from purify.rng import resolve_seed
+
+        data = self.data.resolve()
+        evaluation = self.eval.resolve(data)
+        return replace(
+            self,
+            data=data,
+            net=self.net.resolve(data),
+            train=self.train.resolve(data, evaluation),
+            eval=evaluation,
+            seed=resolve_seed(self.seed if seed is None else seed),
+        )
+
+    def theory_warnings(self) -> list[str]:
+        """One-line notes for parameters outside the theorems' regime (the run still proceeds)."""
+        notes = []
+        d, k = self.data.d, self.data.k
+        if k > d**0.499:
+            notes.append(f"k={k} > d^0.499={d**0.499:.1f}: outside Assumption 2.1's regime "
+                         "(the simulation still runs)")
+        return notes
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Inverse of ``asdict``; unknown keys raise :class:`ConfigError` naming the key."""
+        parts = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            sub = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
+            if f.name in sub:
+                klass = sub[f.name]
+                if not isinstance(value, dict):
+                    raise ConfigError(f"invalid {f.name}={value!r}: must be a table of options")
+                known = {g.name for g in fields(klass)}
+                for key in value:
+                    if key not in known:
+                        raise ConfigError(f"unknown option {f.name}.{key}; allowed: "
+                                          f"{', '.join(sorted(known))}")
+                value = {key: _tuplify(v) for key, v in value.items()}
+                try:
+                    value = klass(**value)
+                except TypeError as e:
+                    raise ConfigError(f"invalid {f.name} options: {e}") from None
+            parts[f.name] = value
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown option {sorted(unknown)[0]}; allowed: "
+                              f"{', '.join(f.name for f in fields(cls))}")
+        return cls(**parts)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_dict(json.loads(text))
+
+
+def _tuplify(value: Any) -> Any:
+    """JSON turns tuples into lists; the frozen configs hold tuples."""
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+def warn_theory(config: RunConfig) -> None:
+    for note in config.theory_warnings():
+        warnings.warn(note, TheoryWarning, stacklevel=2)

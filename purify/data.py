@@ -1,0 +1,188 @@
+"""Sparse-coding data ``x = M z + ξ``, ``y = sign(<w*, z>)`` (Allen-Zhu & Li 2020, §2).
+
+Pure, batched functions in the style of scikit-learn's ``make_sparse_coded_signal``: every
+random draw takes an explicit ``torch.Generator``; rows are examples.  Shapes use
+``n`` examples, ``d`` input dimension and ``D`` dictionary atoms (``D = d`` unless the
+dictionary is over-complete).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+DICTIONARIES = ("identity", "orthogonal", "overcomplete")
+
+
+def make_dictionary(
+    kind: str, d: int, n_features: int, *, generator: torch.Generator, dtype=torch.float32
+) -> Tensor:
+    """Dictionary ``M`` of shape ``(d, D)`` with unit-norm columns (SPEC §1).
+
+    ``identity`` and ``orthogonal`` (Haar-random, via QR with the sign fix of Mezzadri 2007)
+    need ``D = d`` and satisfy ``MᵀM = I``.  ``overcomplete`` draws ``D > d`` Gaussian columns
+    and normalizes them; their mutual coherence is ``O(sqrt(log D / d))`` w.h.p.
+    """
+    if kind == "identity":
+        return torch.eye(d, dtype=dtype)
+    g = torch.randn(d, n_features, generator=generator, dtype=torch.float64)
+    if kind == "orthogonal":
+        q, r = torch.linalg.qr(g)
+        # Without the sign correction QR's output is not Haar-distributed.
+        q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+        return q.to(dtype)
+    if kind == "overcomplete":
+        return (g / g.norm(dim=0, keepdim=True)).to(dtype)
+    raise ValueError(f"unknown dictionary {kind!r}; allowed: {', '.join(DICTIONARIES)}")
+
+
+def make_teacher(n_features: int, *, generator: torch.Generator, dtype=torch.float32) -> Tensor:
+    """Teacher ``w* ∈ {±1}^D``, uniform signs (SPEC §1: ``|w*_i| = Θ(1)``)."""
+    return torch.randint(0, 2, (n_features,), generator=generator).to(dtype) * 2 - 1
+
+
+def sample_hidden(
+    n: int,
+    n_features: int,
+    *,
+    levels: tuple[tuple[float, float], ...],
+    generator: torch.Generator,
+    dtype=torch.float32,
+) -> Tensor:
+    """Hidden codes ``z`` of shape ``(n, D)`` with i.i.d. symmetric coordinates (Assumption 2.1).
+
+    ``levels`` lists ``(magnitude, probability)`` pairs: ``|z_i| = magnitude`` with that
+    probability, otherwise ``z_i = 0``; the sign is a fair coin.  The paper's case is
+    ``((1, p_1), (1/√k, p_k))`` with ``p_1 = Ω(1/d)`` and ``p_k = Ω(k/d)``.
+    """
+    u = torch.rand(n, n_features, generator=generator, dtype=torch.float64)
+    sign = torch.randint(0, 2, (n, n_features), generator=generator).to(dtype) * 2 - 1
+    mag = torch.zeros(n, n_features, dtype=dtype)
+    lower = 0.0
+    for magnitude, prob in levels:
+        mag = torch.where((u >= lower) & (u < lower + prob), magnitude, mag)
+        lower += prob
+    return sign * mag
+
+
+def labels(z: Tensor, w_star: Tensor) -> Tensor:
+    """``y = sign(<w*, z>)`` with ``sign(0) = +1``; shape ``(n,)``, values ``±1``."""
+    s = z @ w_star
+    return torch.where(s >= 0, 1.0, -1.0).to(z.dtype)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Inputs ``x (n, d)``, labels ``y (n,)`` in ``{±1}``, hidden codes ``z (n, D)``."""
+
+    x: Tensor
+    y: Tensor
+    z: Tensor
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(self.x.to(device), self.y.to(device), self.z.to(device))
+
+
+@dataclass(frozen=True)
+class SparseCodingProblem:
+    """A fixed draw of the data distribution: dictionary, teacher and noise parameters.
+
+    Parameters
+    ----------
+    M : (d, D) dictionary with unit-norm columns.
+    w_star : (D,) teacher.
+    levels : ``(magnitude, probability)`` pairs of ``|z_i|`` (see :func:`sample_hidden`).
+    sigma_x : Gaussian noise level, ``ξ' ~ N(0, σ_x²/d I)``.
+    spike_level, spike_prob : spike noise ``ξ''_i = ±spike_level`` w.p. ``spike_prob``
+        (mean zero, ``|ξ''_i| ≤ 1/k^0.501`` in the theory), entering as ``M ξ''``.
+    """
+
+    M: Tensor
+    w_star: Tensor
+    levels: tuple[tuple[float, float], ...]
+    sigma_x: float
+    spike_level: float
+    spike_prob: float
+
+    @property
+    def d(self) -> int:
+        return self.M.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.M.shape[1]
+
+    def dense_direction(self) -> Tensor:
+        """``M w* / ‖M w*‖₂`` (d,): the perturbation direction of Thm 5.1(c)."""
+        v = self.M @ self.w_star
+        return v / v.norm()
+
+    def expected_sq_norm_z(self) -> float:
+        """``E‖z‖² = D Σ_levels magnitude² · probability``."""
+        return self.n_features * sum(m * m * p for m, p in self.levels)
+
+    def sample(self, n: int, *, generator: torch.Generator) -> Batch:
+        """Draw ``n`` i.i.d. examples (on the CPU; move with :meth:`Batch.to`)."""
+        D, dtype = self.n_features, self.M.dtype
+        M = self.M.cpu()
+        z = sample_hidden(n, D, levels=self.levels, generator=generator, dtype=dtype)
+        x = z @ M.T
+        if self.sigma_x > 0:
+            x = x + torch.randn(n, self.d, generator=generator, dtype=dtype) * (
+                self.sigma_x / math.sqrt(self.d)
+            )
+        if self.spike_prob > 0 and self.spike_level > 0:
+            spikes = sample_hidden(
+                n, D, levels=((self.spike_level, self.spike_prob),), generator=generator, dtype=dtype
+            )
+            x = x + spikes @ M.T
+        return Batch(x, labels(z, self.w_star.cpu()), z)
+
+
+class DataStream:
+    """Training batches: fresh samples every step (online SGD) or a fixed set of size ``N``.
+
+    With a fixed set, each epoch visits a permutation drawn from ``generator``; a batch size
+    of at least ``N`` is full-batch gradient descent (Algorithm 1).  The stream's position is
+    entirely held by ``generator`` plus ``(epoch order, cursor)``, which :meth:`state_dict`
+    returns so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        problem: SparseCodingProblem,
+        *,
+        batch_size: int,
+        generator: torch.Generator,
+        train_set: Batch | None = None,
+    ) -> None:
+        self.problem = problem
+        self.batch_size = batch_size
+        self.generator = generator
+        self.train_set = train_set
+        self._order: Tensor | None = None
+        self._cursor = 0
+
+    def next(self) -> Batch:
+        if self.train_set is None:
+            return self.problem.sample(self.batch_size, generator=self.generator)
+        n = self.train_set.x.shape[0]
+        if self.batch_size >= n:
+            return self.train_set
+        if self._order is None or self._cursor + self.batch_size > n:
+            self._order = torch.randperm(n, generator=self.generator)
+            self._cursor = 0
+        idx = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        s = self.train_set
+        return Batch(s.x[idx], s.y[idx], s.z[idx])
+
+    def state_dict(self) -> dict:
+        return {"rng": self.generator.get_state(), "order": self._order, "cursor": self._cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["rng"])
+        self._order, self._cursor = state["order"], state["cursor"]

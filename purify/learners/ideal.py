@@ -1,0 +1,40 @@
+"""The ideal robust classifier of Allen-Zhu & Li, §3 ("High-complexity models are more robust").
+
+    f*(x) = Σ_i w*_i <M_i, x> 1[|<M_i, x>| ≥ 1/(2√k)]
+
+It equals ``<w*, z>`` w.h.p. on clean data and is robust to ℓ₂ perturbations of radius
+``o(1/√k)``: the reference for how much robustness is possible at a radius.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+
+class IdealRobustModel:
+    """Thresholded pure-feature classifier; ``threshold`` defaults to ``1/(2√k)``.
+
+    Its input gradient is the a.e. gradient ``Σ_{i active} w*_i M_i``, so gradient attacks move
+    the active features, and a feature dropping under the threshold is a jump they may find.
+    """
+
+    def __init__(self, M: Tensor, w_star: Tensor, k: int, threshold: float | None = None) -> None:
+        self.M = M
+        self.w_star = w_star
+        self.threshold = 1.0 / (2.0 * math.sqrt(k)) if threshold is None else threshold
+
+    def _active(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        c = x @ self.M  # (n, D) coefficients <M_i, x>
+        return c, (c.abs() >= self.threshold).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c, active = self._active(x)
+        return (c * active) @ self.w_star
+
+    __call__ = forward
+
+    def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        c, active = self._active(x)
+        return (c * active) @ self.w_star, (active * self.w_star) @ self.M.T

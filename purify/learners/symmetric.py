@@ -1,0 +1,138 @@
+"""The symmetric bias-ReLU network of Allen-Zhu & Li (2020), §4.
+
+    f(x; ρ) = Σ_i [ReLU(<w_i,x> − b_i + ρ_i) − ReLU(−<w_i,x> − b_i + ρ_i)],   ρ_i ~ N(0, σ_ρ,i²)
+
+Gradients are written by hand (Fact A.1): with ``u = X Wᵀ`` the whole step costs the three
+matrix products ``X Wᵀ``, ``Cᵀ X`` (weights) or ``C W`` (inputs), which autograd would match
+but with more memory traffic.  ``tests/test_learners.py`` checks them against autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def smooth_relu(v: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    """``E_ρ ReLU(v + ρ)`` for ``ρ ~ N(0, s²)`` and its derivative ``Φ(v/s)`` (SPEC §2).
+
+    ``E ReLU(v + ρ) = v Φ(v/s) + s φ(v/s)``.  ``s = 0`` gives the plain ReLU (and its
+    right-continuous derivative ``1[v ≥ 0]``) because ``v/s`` saturates.
+    """
+    s = s.clamp_min(1e-30)
+    a = v / s
+    cdf = torch.special.ndtr(a)
+    # a = ±inf when s underflows: then φ(a) = 0 exactly, and v * cdf is the ReLU.
+    pdf = torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
+    return v * cdf + s * pdf, cdf
+
+
+def regularizer(W: Tensor) -> Tensor:
+    """``Σ_i Reg(w_i)`` with ``Reg(w) = ‖w‖₂²/2 + ‖w‖₃³/3`` (§4)."""
+    return 0.5 * (W * W).sum() + (W.abs() ** 3).sum() / 3.0
+
+
+def regularizer_grad(W: Tensor) -> Tensor:
+    """``∇ Σ_i Reg(w_i) = W + W ⊙ |W|`` coordinate-wise (SPEC §2)."""
+    return W + W * W.abs()
+
+
+@dataclass
+class StepResult:
+    """Loss, accuracy on the batch and the weight gradient of one training step."""
+
+    loss: float
+    accuracy: float
+    grad: Tensor  # (m, d)
+
+
+class SymmetricReLUNet:
+    """Symmetric two-layer bias-ReLU network with per-neuron bias and smoothing.
+
+    Parameters
+    ----------
+    W : (m, d) hidden weights ``w_i`` as rows.
+    b : (m,) biases ``b_i > 0`` (the network subtracts them).
+    sigma_rho : (m,) standard deviation of the pre-activation noise ``ρ_i``.
+    """
+
+    def __init__(self, W: Tensor, b: Tensor, sigma_rho: Tensor) -> None:
+        self.W = W
+        self.b = b
+        self.sigma_rho = sigma_rho
+
+    @property
+    def width(self) -> int:
+        return self.W.shape[0]
+
+    def preactivation(self, x: Tensor) -> Tensor:
+        """``u = <w_i, x>`` of shape ``(n, m)``."""
+        return x @ self.W.T
+
+    def _smoothed(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Output ``(n,)`` and ``∂f/∂u (n, m)`` of the smoothed network from ``u``."""
+        pos, dpos = smooth_relu(u - self.b, self.sigma_rho)
+        neg, dneg = smooth_relu(-u - self.b, self.sigma_rho)
+        return (pos - neg).sum(dim=1), dpos + dneg
+
+    def _noisy(self, u: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Output and ``∂f/∂u`` with one draw of ``ρ`` per example and neuron (Algorithm 1)."""
+        rho = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=u.device)
+        rho = rho * self.sigma_rho
+        pos = u - self.b + rho
+        neg = -u - self.b + rho
+        out = (F.relu(pos) - F.relu(neg)).sum(dim=1)
+        return out, (pos >= 0).to(u.dtype) + (neg >= 0).to(u.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Smoothed ``E_ρ f(x)``, shape ``(n,)``."""
+        return self._smoothed(self.preactivation(x))[0]
+
+    __call__ = forward
+
+    def forward_noisy(self, x: Tensor, *, generator: torch.Generator) -> Tensor:
+        """``f(x; ρ)`` with fresh pre-activation noise, shape ``(n,)``."""
+        return self._noisy(self.preactivation(x), generator)[0]
+
+    def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Smoothed ``f(x) (n,)`` and ``∇_x f(x) = Σ_i f_i'(u) w_i`` ``(n, d)`` (footnote 9)."""
+        out, c = self._smoothed(self.preactivation(x))
+        return out, c @ self.W
+
+    def loss_and_grad(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        lam: float = 0.0,
+        noisy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> StepResult:
+        """Mean logistic loss ``log(1 + e^{−y f})`` on the batch and ``∇_W`` of the objective.
+
+        ``∇_{w_i} = −(1/n) Σ_j y_j ℓ'_j ∂f/∂u_ij x_j + λ ∇Reg(w_i)`` (Fact A.1), with
+        ``ℓ' = σ(−y f)``.  The biases are treated as a schedule, not trained.  With
+        ``noisy=True`` one draw of ``ρ`` per example and neuron is used (Algorithm 1, line 3).
+        """
+        u = self.preactivation(x)
+        if noisy:
+            if generator is None:
+                raise ValueError("noisy=True needs a generator for the pre-activation noise")
+            out, c = self._noisy(u, generator)
+        else:
+            out, c = self._smoothed(u)
+        margin = y * out
+        loss = F.softplus(-margin).mean()
+        dloss = -y * torch.sigmoid(-margin) / x.shape[0]  # ∂loss/∂f, (n,)
+        grad = (c * dloss[:, None]).T @ x
+        if lam:
+            grad = grad + lam * regularizer_grad(self.W)
+            loss = loss + lam * regularizer(self.W)
+        accuracy = (margin > 0).to(x.dtype).mean()
+        return StepResult(float(loss), float(accuracy), grad)

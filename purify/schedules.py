@@ -1,0 +1,64 @@
+"""Bias ``b_i`` and smoothing ``σ_ρ,i`` schedules of clean training.
+
+Two named schedules:
+
+``paper``
+    §4.1 of Allen-Zhu & Li taken literally: a shared bias ``b⁰ = σ₀ √log d`` that grows by
+    ``η c_b / d`` per step until it reaches ``1/k^0.5001``, then stays; ``σ_ρ = b/√log d``
+    while it grows and ``b/log d`` after (the paper's ``Θ((logloglog d)³)`` factors set to 1).
+``norm`` (default)
+    ``b_i = max(b⁰, r_t ‖w_i‖ / √k)`` recomputed every step, with ``r_t`` decaying linearly
+    from ``r_start`` to ``r_end`` over the first ``r_decay_fraction`` of the clean steps,
+    and ``σ_ρ,i = 0.05 b_i``.  A neuron ``w_i ≈ α M_j`` then fires on ``|z_j| ≥ r_t/√k``: the
+    threshold tracks the neuron's own scale, which the shared schedule cannot do at
+    simulable ``d`` (README, "Bias schedules").
+
+In both, the biases are frozen at their end-of-clean values during adversarial training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from purify.config import NetConfig
+
+
+class BiasSchedule:
+    """``(b, σ_ρ)`` of shape ``(m,)`` each, as a function of the weights and the phase step.
+
+    Parameters
+    ----------
+    net : resolved :class:`~purify.config.NetConfig`.
+    d, k : data dimensions.
+    steps : length of the phase the schedule runs over (clean steps).
+    lr : the phase's learning rate ``η`` (the paper's growth is ``η c_b / d`` per step).
+    """
+
+    def __init__(self, net: NetConfig, *, d: int, k: int, steps: int, lr: float) -> None:
+        assert net.sigma0 is not None and net.sigma_rho_ratio is not None, "resolve() first"
+        self.net = net
+        self.d, self.k, self.steps, self.lr = d, k, steps, lr
+        self.b0 = net.sigma0 * math.sqrt(math.log(d))
+        self.cap = k**-0.5001
+
+    def ratio(self, t: int) -> float:
+        """``r_t`` of the norm schedule at phase step ``t``."""
+        net = self.net
+        horizon = max(1.0, net.r_decay_fraction * self.steps)
+        frac = min(1.0, t / horizon)
+        return net.r_start + (net.r_end - net.r_start) * frac
+
+    def __call__(self, W: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        m = W.shape[0]
+        if self.net.bias_schedule == "paper":
+            b_value = min(self.b0 + t * self.lr * self.net.c_b / self.d, self.cap)
+            grown = b_value >= self.cap
+            ratio = 1 / math.log(self.d) if grown else self.net.sigma_rho_ratio
+            b = torch.full((m,), b_value, dtype=W.dtype, device=W.device)
+            return b, b * ratio
+        b = (self.ratio(t) / math.sqrt(self.k)) * W.norm(dim=1)
+        b = b.clamp_min(self.b0)
+        return b, b * self.net.sigma_rho_ratio

@@ -1,0 +1,481 @@
+"""One run, end to end: data → clean training → adversarial training → evaluation → store.
+
+:func:`simulate` owns the orchestration the pure modules leave out: it pre-allocates the run
+store from the resolved config, steps through the :class:`~purify.train.Timeline`, writes
+log rows, evaluations and weight snapshots as they happen, checkpoints so a killed run
+resumes bit-for-bit, and marks the store ``complete``, ``stopped`` (Ctrl-C) or ``failed``.
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from purify import rng
+from purify import store as S
+from purify.attacks import Attack, make_attack
+from purify.config import RunConfig
+from purify.data import Batch, DataStream, SparseCodingProblem, make_dictionary, make_teacher
+from purify.evaluate import accuracy, evaluate
+from purify.learners.ideal import IdealRobustModel
+from purify.learners.symmetric import SymmetricReLUNet
+from purify.schedules import BiasSchedule
+from purify.summary import summarize
+from purify.train import CLEAN, DivergenceError, Timeline, train_step
+
+
+class Stopped(Exception):
+    """The run was interrupted (SIGINT/SIGTERM) after a checkpoint was written."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped after step {step}")
+        self.step = step
+
+
+# --------------------------------------------------------------------------------------
+# Problem and state
+# --------------------------------------------------------------------------------------
+
+
+def make_problem(config: RunConfig) -> SparseCodingProblem:
+    """The run's dictionary, teacher and noise model, drawn from the ``dictionary``/``teacher``
+    streams of its seed (so the store needs no copy of them to be reproduced)."""
+    dc, seed = config.data, config.seed
+    assert seed is not None and dc.n_features is not None, "resolve() first"
+    M = make_dictionary(dc.dictionary, dc.d, dc.n_features, generator=rng.generator(seed, "dictionary"))
+    w_star = make_teacher(dc.n_features, generator=rng.generator(seed, "teacher"))
+    return SparseCodingProblem(M, w_star, dc.levels, dc.sigma_x, dc.spike_level or 0.0,
+                               dc.spike_prob or 0.0)
+
+
+def initial_weights(config: RunConfig) -> Tensor:
+    """``w_i⁰ ~ N(0, σ₀² I)``, shape ``(m, d)``, from the ``init`` stream."""
+    net = config.net
+    assert config.seed is not None and net.width is not None and net.sigma0 is not None
+    g = rng.generator(config.seed, "init")
+    return torch.randn(net.width, config.data.d, generator=g) * net.sigma0
+
+
+def make_attacks(config: RunConfig, problem: SparseCodingProblem) -> dict[str, dict[str, Attack]]:
+    """``attacks[norm][name]`` for the evaluation grid."""
+    ev = config.eval
+    return {
+        norm: {
+            name: make_attack(name, norm, dense_direction=problem.dense_direction(),
+                              pgd_steps=ev.pgd_steps, pgd_rel_step=ev.pgd_rel_step,
+                              pgd_restarts=ev.pgd_restarts)
+            for name in ev.attacks
+        }
+        for norm in ev.norms
+    }
+
+
+@dataclass
+class _Window:
+    """Running means of the batch loss and accuracy between two log points."""
+
+    loss: float = 0.0
+    accuracy: float = 0.0
+    count: int = 0
+
+    def add(self, loss: float, acc: float) -> None:
+        self.loss += loss
+        self.accuracy += acc
+        self.count += 1
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run needs to continue exactly where it stopped."""
+
+    step: int
+    W: Tensor
+    frozen: tuple[Tensor, Tensor] | None = None  # (b, σ_ρ) of adversarial training
+    window: _Window = field(default_factory=_Window)
+
+
+# --------------------------------------------------------------------------------------
+# Store layout
+# --------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import zarr
+
+    from purify import __version__
+
+    return {
+        "purify_version": __version__,
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "xarray_version": xr.__version__,
+        "zarr_version": zarr.__version__,
+        "sklearn_version": sklearn.__version__,
+    }
+
+
+def store_template(
+    config: RunConfig, timeline: Timeline, problem: SparseCodingProblem, ideal: dict
+) -> dict[str, xr.Dataset]:
+    """The pre-allocated groups of a run store (NaN where values are still to come)."""
+    ev = config.eval
+    m, d, D = config.net.width, config.data.d, config.data.n_features
+    n_eval, n_log = len(timeline.eval_steps), len(timeline.log_steps)
+    norms, attacks, radii = list(ev.norms), list(ev.attacks), list(ev.radii)
+
+    def nan(*shape: int) -> np.ndarray:
+        return np.full(shape, np.nan, np.float32)
+
+    coords = {
+        "step": ("step", timeline.eval_steps),
+        "phase": ("step", timeline.phase(timeline.eval_steps).astype(str)),
+        "iteration": ("iteration", timeline.log_steps),
+        "iteration_phase": ("iteration", timeline.phase(timeline.log_steps - 1).astype(str)),
+        "norm": ("norm", np.array(norms)),
+        "attack": ("attack", np.array(attacks)),
+        "radius": ("radius", np.array(radii, np.float64)),
+        "tau": (("norm", "radius"), np.array([ev.taus(n) for n in norms])),
+    }
+    root = xr.Dataset(
+        {
+            "loss": ("iteration", nan(n_log), {"long_name": "mean training objective since the previous log point"}),
+            "train_accuracy": ("iteration", nan(n_log), {"long_name": "mean training-batch accuracy (on perturbed inputs in adversarial training)"}),
+            "bias_mean": ("iteration", nan(n_log), {"long_name": "mean bias b_i"}),
+            "sigma_rho_mean": ("iteration", nan(n_log), {"long_name": "mean smoothing sigma_rho_i"}),
+            "weight_norm_mean": ("iteration", nan(n_log), {"long_name": "mean ||w_i||_2"}),
+            "clean_accuracy": ("step", nan(n_eval), {"long_name": "held-out clean accuracy"}),
+            "robust_accuracy": (("step", "norm", "attack", "radius"), nan(n_eval, len(norms), len(attacks), len(radii)),
+                                {"long_name": "held-out accuracy under each attacker at radius tau"}),
+            "strongest_accuracy": (("step", "norm", "radius"), nan(n_eval, len(norms), len(radii)),
+                                   {"long_name": "held-out accuracy under the per-example worst attacker"}),
+            "ideal_clean_accuracy": ((), np.float32(ideal["clean"])),
+            "ideal_robust_accuracy": (("norm", "attack", "radius"), np.stack([ideal["robust"][n] for n in norms]).astype(np.float32)),
+            "ideal_strongest_accuracy": (("norm", "radius"), np.stack([ideal["strongest"][n] for n in norms]).astype(np.float32)),
+        },
+        coords=coords,
+    )
+    snapshots = xr.Dataset(
+        {
+            "W": (("step", "neuron", "input"), np.full((n_eval, m, d), np.nan, np.float32),
+                  {"long_name": "hidden weights w_i as rows"}),
+            "b": (("step", "neuron"), nan(n_eval, m), {"long_name": "bias b_i"}),
+            "sigma_rho": (("step", "neuron"), nan(n_eval, m), {"long_name": "smoothing sigma_rho_i"}),
+        },
+        coords={"step": timeline.eval_steps, "phase": ("step", coords["phase"][1])},
+    )
+    prob = xr.Dataset(
+        {
+            "M": (("input", "feature"), problem.M.cpu().numpy(), {"long_name": "dictionary (unit-norm columns)"}),
+            "w_star": ("feature", problem.w_star.cpu().numpy(), {"long_name": "teacher"}),
+        },
+        coords={"input": np.arange(d), "feature": np.arange(D)},
+    )
+    return {"": root, "snapshots": snapshots, "problem": prob}
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Simulation:
+    """A run in progress: its config, data, attackers and where it writes."""
+
+    config: RunConfig
+    run: Path
+    progress: bool = True
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        assert cfg.seed is not None
+        self.device = torch.device(cfg.device)
+        self.timeline = Timeline.from_config(cfg)
+        self.problem = make_problem(cfg)
+        self.test = self.problem.sample(cfg.data.n_test, generator=rng.generator(cfg.seed, "test")).to(self.device)
+        train_set = None
+        if cfg.data.n_train is not None:
+            train_set = self.problem.sample(cfg.data.n_train, generator=rng.generator(cfg.seed, "train_set"))
+        self.stream = DataStream(self.problem, batch_size=cfg.train.batch_size,
+                                 generator=rng.generator(cfg.seed, "data"), train_set=train_set)
+        self.rho_gen = rng.generator(cfg.seed, "rho", self.device)
+        self.attack_gen = rng.generator(cfg.seed, "attack", self.device)
+        dev_problem = SparseCodingProblem(self.problem.M.to(self.device), self.problem.w_star.to(self.device),
+                                          self.problem.levels, self.problem.sigma_x,
+                                          self.problem.spike_level, self.problem.spike_prob)
+        self.attacks = make_attacks(cfg, dev_problem)
+        tr = cfg.train
+        self.train_attack = make_attack(tr.adv_attack, tr.adv_norm, pgd_steps=tr.adv_pgd_steps)
+        net = cfg.net
+        self.clean_schedule = BiasSchedule(net, d=cfg.data.d, k=cfg.data.k, steps=tr.clean_steps, lr=tr.lr)
+        self.adv_schedule = BiasSchedule(net, d=cfg.data.d, k=cfg.data.k, steps=tr.adv_steps, lr=tr.adv_lr)
+        self._eval_index = {int(s): i for i, s in enumerate(self.timeline.eval_steps)}
+        self._log_index = {int(s): i for i, s in enumerate(self.timeline.log_steps)}
+        self._stop_requested = False
+
+    # -- the model at a state ---------------------------------------------------------
+
+    def network(self, state: RunState) -> SymmetricReLUNet:
+        """The network after ``state.step`` steps, with the bias the schedule gives it there."""
+        tc = self.timeline.clean_steps
+        if state.step <= tc:
+            b, s = self.clean_schedule(state.W, state.step)
+        elif state.frozen is not None:
+            b, s = state.frozen
+        else:  # adversarial training from random init runs its own bias schedule
+            b, s = self.adv_schedule(state.W, state.step - tc)
+        return SymmetricReLUNet(state.W, b, s)
+
+    def _ideal(self) -> dict:
+        cfg = self.config
+        model = IdealRobustModel(self.problem.M.to(self.device), self.problem.w_star.to(self.device), cfg.data.k)
+        return self._evaluate(model, index=-1)
+
+    def _evaluate(self, model, index: int) -> dict:
+        cfg = self.config
+        n = cfg.eval.n_eval
+        # A fresh stream per evaluation point: results do not depend on how the run got there.
+        g = rng.generator(cfg.seed, f"eval/{index}", self.device)
+        e = evaluate(model, self.test.x[:n], self.test.y[:n], attacks=self.attacks,
+                     taus={norm: cfg.eval.taus(norm) for norm in cfg.eval.norms}, generator=g)
+        return {"clean": accuracy(model, self.test.x, self.test.y), "robust": e.robust, "strongest": e.strongest}
+
+    # -- writes -----------------------------------------------------------------------
+
+    def _write_eval(self, state: RunState) -> None:
+        i = self._eval_index[state.step]
+        net = self.network(state)
+        if not torch.isfinite(net.W).all():
+            raise DivergenceError(f"weights became non-finite by step {state.step}; "
+                                  f"the learning rate is likely too large")
+        res = self._evaluate(net, i)
+        norms = self.config.eval.norms
+        S.write_region(self.run, "snapshots", "step", i, {
+            "W": net.W.cpu().numpy(), "b": net.b.cpu().numpy(), "sigma_rho": net.sigma_rho.cpu().numpy()})
+        S.write_region(self.run, "", "step", i, {
+            "clean_accuracy": np.float32(res["clean"]),
+            "robust_accuracy": np.stack([res["robust"][n] for n in norms]).astype(np.float32),
+            "strongest_accuracy": np.stack([res["strongest"][n] for n in norms]).astype(np.float32),
+        })
+
+    def _write_log(self, state: RunState) -> None:
+        i = self._log_index[state.step]
+        net = self.network(state)
+        w = state.window
+        S.write_region(self.run, "", "iteration", i, {
+            "loss": np.float32(w.loss / max(w.count, 1)),
+            "train_accuracy": np.float32(w.accuracy / max(w.count, 1)),
+            "bias_mean": np.float32(net.b.mean()),
+            "sigma_rho_mean": np.float32(net.sigma_rho.mean()),
+            "weight_norm_mean": np.float32(net.W.norm(dim=1).mean()),
+        })
+        state.window = _Window()
+
+    def _checkpoint(self, state: RunState) -> None:
+        S.save_checkpoint(self.run, {
+            "config_json": self.config.to_json(),
+            "step": state.step,
+            "W": state.W.cpu(),
+            "frozen": None if state.frozen is None else tuple(t.cpu() for t in state.frozen),
+            "window": (state.window.loss, state.window.accuracy, state.window.count),
+            "stream": self.stream.state_dict(),
+            "rho": self.rho_gen.get_state(),
+            "attack": self.attack_gen.get_state(),
+        })
+        S.update_attrs(self.run, completed_step=state.step)
+
+    def _restore(self, ckpt: dict) -> RunState:
+        self.stream.load_state_dict(ckpt["stream"])
+        self.rho_gen.set_state(ckpt["rho"])
+        self.attack_gen.set_state(ckpt["attack"])
+        frozen = ckpt["frozen"]
+        if frozen is not None:
+            frozen = tuple(t.to(self.device) for t in frozen)
+        return RunState(ckpt["step"], ckpt["W"].to(self.device), frozen, _Window(*ckpt["window"]))
+
+    # -- main loop --------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Write the pre-allocated store (the ideal model's accuracies are known up front)."""
+        attrs = {"config_json": self.config.to_json(), "seed": int(self.config.seed),
+                 "device": str(self.device), "torch_threads": torch.get_num_threads(),
+                 "completed_step": -1, "summary_json": "", **versions()}
+        S.create_store(self.run, store_template(self.config, self.timeline, self.problem, self._ideal()), attrs)
+
+    def start_state(self, resume: bool) -> RunState:
+        if resume:
+            ckpt = S.load_checkpoint(self.run)
+            if ckpt is not None:
+                return self._restore(ckpt)
+        return RunState(0, initial_weights(self.config).to(self.device))
+
+    def run_steps(self, state: RunState) -> RunState:
+        """Advance ``state`` to the end of the timeline, writing as it goes."""
+        cfg, tl = self.config, self.timeline
+        tr = cfg.train
+        if state.step == 0:
+            self._write_eval(state)
+            self._checkpoint(state)
+        bars = _Bars(self, state.step) if self.progress else None
+        try:
+            while state.step < tl.total:
+                clean = state.step < tl.clean_steps
+                if state.step == tl.clean_steps:
+                    state = self._enter_adversarial(state)
+                net = self.network(state)
+                batch: Batch = self.stream.next().to(self.device)
+                try:
+                    W, res = train_step(
+                        net, batch, lr=tr.lr if clean else tr.adv_lr, lam=cfg.net.lam,
+                        noisy=cfg.net.activation == "noisy", rho_generator=self.rho_gen,
+                        attack=None if clean else self.train_attack,
+                        tau=tr.adv_tau, attack_generator=self.attack_gen)
+                except DivergenceError as e:
+                    raise DivergenceError(f"diverged at step {state.step + 1}: {e}") from None
+                state.W = W
+                state.step += 1
+                state.window.add(res.loss, res.accuracy)
+                if bars is not None:
+                    bars.update(state.step, res.loss, res.accuracy)
+                written = False
+                if state.step in self._log_index:
+                    self._write_log(state)
+                    written = True
+                if state.step in self._eval_index:
+                    self._write_eval(state)
+                    written = True
+                if written:
+                    self._checkpoint(state)
+                if self._stop_requested:
+                    if not written:
+                        self._checkpoint(state)
+                    raise Stopped(state.step)
+        finally:
+            if bars is not None:
+                bars.close()
+        return state
+
+    def _enter_adversarial(self, state: RunState) -> RunState:
+        """Freeze the clean biases (Algorithm 2 keeps ``b``), or restart from init if asked."""
+        if self.config.train.adv_init == "random":
+            state.W = initial_weights(self.config).to(self.device)
+            state.frozen = None
+            return state
+        net = self.network(state)
+        state.frozen = (net.b.clone(), net.sigma_rho.clone())
+        return state
+
+    def request_stop(self, *_: object) -> None:
+        self._stop_requested = True
+
+
+class _Bars:
+    """One tqdm bar per phase, showing the batch loss and accuracy."""
+
+    def __init__(self, sim: Simulation, step: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.sim = sim
+        self.bar = None
+        self._phase = None
+        self._open(step)
+
+    def _open(self, step: int) -> None:
+        tl = self.sim.timeline
+        phase = CLEAN if step < tl.clean_steps else "adversarial"
+        total, start = (tl.clean_steps, 0) if phase == CLEAN else (tl.adv_steps, tl.clean_steps)
+        if self.bar is not None:
+            self.bar.close()
+        self._phase = phase
+        self.bar = self._tqdm(total=total, initial=step - start, desc=f"{phase:>11} training",
+                              unit="step", dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+
+    def update(self, step: int, loss: float, acc: float) -> None:
+        if step > self.sim.timeline.clean_steps and self._phase == CLEAN:
+            self._open(step - 1)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def simulate(
+    config: RunConfig,
+    run: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run (or resume) one simulation into ``run`` and return its summary.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run's config; ignored on resume, where the stored config is used.
+    run : path of the run folder (``RUN/store.zarr``, ``RUN/checkpoint.pt``, ...).
+    resume : continue the run stored in ``run`` from its last checkpoint.
+    overwrite : replace a run already stored in ``run``.
+
+    Raises
+    ------
+    purify.store.StoreError
+        The folder cannot be used (exists, in use, not a run, ...).
+    DivergenceError
+        NaN or inf appeared; the store is marked ``failed`` with the message.
+    Stopped
+        SIGINT/SIGTERM arrived; the store holds a checkpoint to resume from.
+    """
+    run = Path(run)
+    mode = S.prepare_run_dir(run, overwrite=overwrite, resume=resume)
+    with S.RunLock(run):
+        if mode == "resume":
+            attrs = S.read_attrs(run)
+            if attrs.get("status") == "complete":
+                return summarize(run)
+            config = RunConfig.from_json(attrs["config_json"])
+        else:
+            config = config.resolve()
+        sim = Simulation(config, run, progress=progress)
+        if log is not None:
+            sim.log = log
+        if mode == "new":
+            sim.create()
+        state = sim.start_state(resume=mode == "resume")
+        S.update_attrs(run, status="running", status_reason="")
+        previous = {sig: signal.signal(sig, sim.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            t0 = time.perf_counter()
+            sim.run_steps(state)
+            S.update_attrs(run, elapsed_seconds=float(time.perf_counter() - t0))
+        except Stopped as e:
+            S.update_attrs(run, status="stopped", status_reason=f"interrupted after step {e.step}")
+            raise
+        except DivergenceError as e:
+            S.update_attrs(run, status="failed", status_reason=str(e))
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        summary = summarize(run, allow_running=True)
+        import json
+
+        S.update_attrs(run, status="complete", status_reason="", summary_json=json.dumps(summary))
+        return summary

@@ -1,0 +1,770 @@
+"""On-disk layout of one simulation run: a zarr v3 store, a checkpoint and a lock.
+
+A run folder ``RUN/`` holds::
+
+    RUN/store.zarr/      zarr v3 store written with xarray (root group, "snapshots", "problem",
+                         "analysis/<name>")
+    RUN/checkpoint.pt    latest resumable training state, replaced atomically
+    RUN/.lock            one-writer lock (see `RunLock`)
+    RUN/.zarr-tmp/       temporary files of in-flight store writes
+    RUN/figures/         written by the plotting code
+
+Training pre-allocates the whole store with `create_store` and then fills it in by index
+with `write_region`. Every file of the store is replaced atomically (temp file + ``os.replace``),
+so a run killed with SIGKILL at any moment leaves a store that opens and whose completed
+writes are intact. Writers are expected to hold the `RunLock` of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.core.buffer import Buffer
+from zarr.storage import LocalStore
+
+FORMAT_NAME = "purify-run"
+FORMAT_VERSION = 1
+STORE_NAME = "store.zarr"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOCK_NAME = ".lock"
+FIGURES_NAME = "figures"
+TMP_NAME = ".zarr-tmp"
+
+#: Root attributes owned by this module; callers may not set them.
+RESERVED_ATTRS = frozenset({"format", "format_version"})
+
+#: A lock file that cannot be parsed is only treated as stale after this many seconds,
+#: because its owner may be between creating it and writing its content.
+LOCK_GRACE_SECONDS = 5.0
+
+AttrValue = str | int | float | bool
+
+_COMPRESSORS = (ZstdCodec(level=3),)
+_CHECKPOINT_TMP_PREFIX = CHECKPOINT_NAME + ".tmp-"
+
+
+class StoreError(Exception):
+    """A problem with a run folder/store, with a one-line message fit to show a user.
+
+    The CLI prints the message and exits with status 2.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------
+
+
+def store_path(run: str | Path) -> Path:
+    """Return the ``store.zarr`` path of a run.
+
+    Parameters
+    ----------
+    run : str or Path
+        The run folder, or the ``store.zarr`` path itself.
+
+    Returns
+    -------
+    Path
+        ``RUN/store.zarr``.
+    """
+    path = Path(run)
+    return path if path.name == STORE_NAME else path / STORE_NAME
+
+
+def run_dir(run: str | Path) -> Path:
+    """Return the run folder, given the run folder or its ``store.zarr`` path."""
+    return store_path(run).parent
+
+
+# --------------------------------------------------------------------------------------
+# Atomic zarr store
+# --------------------------------------------------------------------------------------
+
+
+class AtomicLocalStore(LocalStore):
+    """A `zarr.storage.LocalStore` whose every write lands whole or not at all.
+
+    zarr >= 3.1.3 already renames temp files into place, but it leaves them next to the
+    target: a write killed mid-way then leaves ``zarr.<hex>.partial`` inside a group
+    folder, and every later listing of that group warns about an unrecognised object.
+    Here temp files live in ``RUN/.zarr-tmp/`` (same filesystem, outside the hierarchy),
+    which also keeps writes atomic on zarr versions that did not rename at all.
+    """
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Folder of in-flight temp files, beside the store root."""
+        return self.root.parent / TMP_NAME
+
+    def _write_atomic(self, key: str, value: Buffer, exclusive: bool = False) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
+        tmp = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("xb") as f:
+                f.write(value.as_numpy_array())
+            if exclusive:
+                os.link(tmp, path)  # raises FileExistsError instead of replacing
+                tmp.unlink()
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._ensure_open()
+        self._check_writable()
+        await asyncio.to_thread(self._write_atomic, key, value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        await self._ensure_open()
+        self._check_writable()
+        with contextlib.suppress(FileExistsError):
+            await asyncio.to_thread(self._write_atomic, key, value, True)
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        self._ensure_open_sync()
+        self._check_writable()
+        self._write_atomic(key, value)
+
+
+def _writable_store(run: str | Path) -> AtomicLocalStore:
+    return AtomicLocalStore(store_path(run))
+
+
+# --------------------------------------------------------------------------------------
+# Creating and writing
+# --------------------------------------------------------------------------------------
+
+
+def _check_attrs(attrs: Mapping[str, Any], *, allow_reserved: bool = False) -> dict[str, AttrValue]:
+    """Return `attrs` as plain JSON scalars, refusing nested values, None and reserved keys."""
+    out: dict[str, AttrValue] = {}
+    for key, value in attrs.items():
+        if not allow_reserved and key in RESERVED_ATTRS:
+            raise ValueError(f"attribute {key!r} is reserved for the store format")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, str | bool | int | float):
+            raise TypeError(
+                f"attribute {key!r} must be a str, int, float or bool, not {type(value).__name__}"
+            )
+        out[str(key)] = value
+    return out
+
+
+def _encoding(group: str, ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Chunks and compressors for every variable of one group.
+
+    Data variables of "snapshots" get one chunk per step so that writing one snapshot
+    rewrites only its own chunk; everything else is a single chunk, since the root group is
+    small and rewriting its whole chunk per step keeps each step's write a single file.
+    """
+    encoding = {}
+    for name, var in ds.variables.items():
+        chunks = [max(1, n) for n in var.shape]
+        if group == "snapshots" and name in ds.data_vars and "step" in var.dims:
+            chunks[var.dims.index("step")] = 1
+        encoding[str(name)] = {"chunks": tuple(chunks), "compressors": _COMPRESSORS}
+    return encoding
+
+
+def _prepare_dataset(ds: xr.Dataset) -> xr.Dataset:
+    """Copy `ds` ready for writing: no inherited encoding, variable-length strings.
+
+    Fixed-width numpy strings would be stored with zarr's "fixed_length_utf32" type, which has
+    no v3 specification and warns on every write; object strings become the spec'd "string".
+    """
+    ds = ds.drop_encoding()
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "U":
+            ds[name] = var.astype(object)
+    _check_attrs(ds.attrs, allow_reserved=True)
+    return ds
+
+
+def _write_group(store: AtomicLocalStore, group: str, ds: xr.Dataset, mode: str) -> None:
+    ds = _prepare_dataset(ds)
+    ds.to_zarr(
+        store,
+        group=group or None,
+        mode=mode,
+        zarr_format=3,
+        consolidated=False,
+        encoding=_encoding(group, ds),
+    )
+
+
+def _merge_root_attrs(store: AtomicLocalStore, attrs: Mapping[str, AttrValue]) -> None:
+    root = zarr.open_group(store, mode="r+", zarr_format=3)
+    root.attrs.update(dict(attrs))  # one rewrite of the root zarr.json
+
+
+def create_store(
+    run: str | Path,
+    groups: Mapping[str, xr.Dataset],
+    attrs: Mapping[str, AttrValue],
+) -> None:
+    """Write the full, pre-allocated store of a run.
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder (created if missing) or its ``store.zarr`` path.
+    groups : Mapping[str, xr.Dataset]
+        Dataset of each group, full shape with final coordinates, holding NaN where values
+        are still to come. ``""`` is the root group (an empty root is written if absent).
+    attrs : Mapping[str, str | int | float | bool]
+        Root attributes, e.g. ``config_json``. ``format``/``format_version`` are added here;
+        ``status="running"`` and ``status_reason=""`` unless given.
+
+    Raises
+    ------
+    StoreError
+        If a store already exists there or cannot be written.
+
+    Notes
+    -----
+    The root attribute ``format`` is written last, so a store that has it was fully
+    created; one killed during creation is not recognised as a run store.
+    """
+    root_attrs = {"status": "running", "status_reason": ""} | _check_attrs(attrs)
+    path = store_path(run)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise StoreError(f"{path} already exists; remove it or pass --overwrite")
+    store = _writable_store(path)
+    root_ds = groups.get("", xr.Dataset())
+    try:
+        _write_group(store, "", root_ds.assign_attrs(root_attrs), mode="w-")
+        for group in sorted(g for g in groups if g):  # parents before children
+            _write_group(store, group, groups[group], mode="w-")
+        _merge_root_attrs(store, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
+    """Write (or replace) one non-root group of an existing store, e.g. ``analysis/<name>``.
+
+    Replacing a group is not atomic as a whole: a write killed mid-way leaves the group
+    partial, to be rewritten by running the analysis again. The rest of the store is untouched.
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder or its ``store.zarr`` path.
+    group : str
+        Group path, not ``""``.
+    ds : xr.Dataset
+        Its content.
+    """
+    if not group:
+        raise ValueError("write_group cannot replace the root group; use create_store")
+    _root_metadata(store_path(run))
+    _write_group(_writable_store(run), group, ds, mode="w")
+
+
+def _open_zarr_group(run: str | Path, group: str) -> zarr.Group:
+    path = store_path(run)
+    _root_metadata(path)  # never write into a foreign or half-created store
+    try:
+        return zarr.open_group(_writable_store(path), mode="r+", path=group, zarr_format=3)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise StoreError(f"{path} has no group {group!r}") from e
+
+
+def write_region(
+    run: str | Path, group: str, dim: str, index: int, data: Mapping[str, np.ndarray]
+) -> None:
+    """Write each named variable at position `index` along `dim`.
+
+    Each value has its variable's shape without `dim`. Every chunk write is atomic, but the
+    variables are written one after another: record progress (e.g. with `update_attrs`)
+    after this returns.
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder or its ``store.zarr`` path.
+    group : str
+        Group path (``""`` for the root).
+    dim : str
+        Dimension to index.
+    index : int
+        Position along `dim`, ``0 <= index < size``.
+    data : Mapping[str, np.ndarray]
+        Values by variable name.
+
+    Raises
+    ------
+    StoreError
+        If the store, group or a variable does not exist.
+    ValueError, IndexError
+        If a variable lacks `dim`, a value has the wrong shape, or `index` is out of range.
+    """
+    zgroup = _open_zarr_group(run, group)
+    for name, value in data.items():
+        try:
+            array = zgroup[name]
+        except KeyError as e:
+            raise StoreError(f"{store_path(run)}: group {group!r} has no variable {name!r}") from e
+        dims = tuple(array.metadata.dimension_names or ())
+        if dim not in dims:
+            raise ValueError(f"variable {name!r} has dimensions {dims}, not {dim!r}")
+        axis = dims.index(dim)
+        if not 0 <= index < array.shape[axis]:
+            raise IndexError(f"index {index} out of range for {dim!r} of size {array.shape[axis]}")
+        value = np.asarray(value)
+        expected = array.shape[:axis] + array.shape[axis + 1 :]
+        if value.shape != expected:
+            raise ValueError(f"value for {name!r} has shape {value.shape}, expected {expected}")
+        key: list[int | slice] = [slice(None)] * array.ndim
+        key[axis] = index
+        array[tuple(key)] = value
+
+
+def update_attrs(run: str | Path, **attrs: AttrValue) -> None:
+    """Merge `attrs` into the root attributes with one atomic rewrite of the root metadata.
+
+    Raises
+    ------
+    StoreError
+        If there is no valid purify run store at `run`.
+    """
+    checked = _check_attrs(attrs)
+    path = store_path(run)
+    _root_metadata(path)
+    _merge_root_attrs(_writable_store(path), checked)
+
+
+def read_attrs(run: str | Path) -> dict[str, Any]:
+    """Return the root attributes of a run store.
+
+    Raises
+    ------
+    StoreError
+        If there is no valid purify run store at `run`.
+    """
+    return dict(_root_metadata(store_path(run))["attributes"])
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    meta = json.loads(path.read_bytes())
+    if not isinstance(meta, dict):
+        raise ValueError("not a JSON object")
+    return meta
+
+
+def _root_metadata(path: Path) -> dict[str, Any]:
+    """Read and validate the root ``zarr.json`` of a store; return it."""
+    if not path.exists():
+        raise StoreError(f"no run at {path.parent}")
+    not_ours = StoreError(f"{path} is not a purify run store")
+    try:
+        meta = _read_json(path / "zarr.json")
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError included
+        raise not_ours from e
+    attrs = meta.get("attributes")
+    if (
+        meta.get("zarr_format") != 3
+        or meta.get("node_type") != "group"
+        or not isinstance(attrs, dict)
+        or attrs.get("format") != FORMAT_NAME
+    ):
+        raise not_ours
+    version = attrs.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has store format version {version!r}; this purify reads versions "
+            f"1 to {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def _check_group(path: Path, group: str) -> None:
+    if not group:
+        return
+    try:
+        meta = _read_json(path / group / "zarr.json")
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path} has no group {group!r}") from e
+    if meta.get("node_type") != "group":
+        raise StoreError(f"{path} has no group {group!r}")
+
+
+def _check_status(run: str | Path, attrs: Mapping[str, Any]) -> None:
+    status = attrs.get("status")
+    if status == "complete":
+        return
+    if status == "failed":
+        reason = attrs.get("status_reason") or "no reason recorded"
+        raise StoreError(f"run at {run_dir(run)} failed: {reason}")
+    raise StoreError(f"run at {run_dir(run)} is not complete (status: {status})")
+
+
+def open_run(run: str | Path, group: str = "", *, require_complete: bool = False) -> xr.Dataset:
+    """Open one group of a run store, lazily, after validating it.
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder or its ``store.zarr`` path.
+    group : str
+        Group path, ``""`` for the root.
+    require_complete : bool
+        Refuse a run whose status is not ``"complete"``.
+
+    Returns
+    -------
+    xr.Dataset
+        The group, backed by the store (values are read on access).
+
+    Raises
+    ------
+    StoreError
+        If the path holds no purify run store of a known version, lacks the group, is not
+        complete while `require_complete`, or cannot be opened. Data chunks are read lazily,
+        so a corrupted data chunk only fails on access; use `load_run` to check all of them.
+    """
+    path = store_path(run)
+    meta = _root_metadata(path)
+    _check_group(path, group)
+    if require_complete:
+        _check_status(run, meta["attributes"])
+    try:
+        return xr.open_zarr(path, group=group or None, consolidated=False, zarr_format=3)
+    except Exception as e:  # a foreign or corrupted store can fail in any zarr/xarray layer
+        raise StoreError(f"cannot open {path} (group {group!r}): {_one_line(e)}") from e
+
+
+def load_run(run: str | Path, group: str = "", *, require_complete: bool = False) -> xr.Dataset:
+    """Like `open_run`, but read every value into memory, so corrupted chunks raise here.
+
+    Raises
+    ------
+    StoreError
+        As `open_run`, and if any chunk cannot be read or decoded.
+    """
+    ds = open_run(run, group, require_complete=require_complete)
+    try:
+        return ds.load()
+    except Exception as e:  # decoding errors come from codecs of any kind
+        raise StoreError(f"cannot read {store_path(run)} (group {group!r}): {_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or "no details"
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoint
+# --------------------------------------------------------------------------------------
+
+
+def save_checkpoint(run: str | Path, state: dict) -> None:
+    """Save `state` with ``torch.save`` to ``RUN/checkpoint.pt``, replacing it atomically.
+
+    The file is fsynced before the rename: checkpoints are rare, and losing the last one to
+    a power cut would waste a whole run.
+    """
+    import torch  # deferred: torch is slow to import and only checkpoints need it
+
+    path = run_dir(run) / CHECKPOINT_NAME
+    tmp = path.with_name(f"{_CHECKPOINT_TMP_PREFIX}{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(run: str | Path) -> dict | None:
+    """Load ``RUN/checkpoint.pt`` onto the CPU.
+
+    Returns
+    -------
+    dict or None
+        The saved state, or None if there is no checkpoint.
+
+    Raises
+    ------
+    StoreError
+        If the checkpoint exists but cannot be read.
+    """
+    import torch
+
+    path = run_dir(run) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    try:
+        # weights_only=False: our own file, holding RNG states and other non-tensor objects.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise StoreError(f"checkpoint {path} is unreadable ({_one_line(e)})") from e
+    if not isinstance(state, dict):
+        raise StoreError(f"checkpoint {path} does not hold a dict")
+    return state
+
+
+# --------------------------------------------------------------------------------------
+# Lock
+# --------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _lock_holder(lock: Path) -> tuple[int | None, bool, int | None]:
+    """Inspect a lock file: return ``(pid, live, inode)``.
+
+    `pid` is None when the file cannot be parsed; `live` tells whether the lock must be
+    respected; `inode` identifies the inspected file (None if it vanished meanwhile).
+    """
+    try:
+        with lock.open("rb") as f:
+            st = os.fstat(f.fileno())
+            raw = f.read()
+    except FileNotFoundError:
+        return None, False, None
+    except OSError:  # e.g. a folder named .lock: not ours to remove
+        return None, True, None
+    try:
+        info = json.loads(raw)
+        pid, host = int(info["pid"]), str(info["hostname"])
+    except (ValueError, KeyError, TypeError):
+        return None, time.time() - st.st_mtime < LOCK_GRACE_SECONDS, st.st_ino
+    if host != socket.gethostname():
+        return pid, True, st.st_ino  # cannot tell whether it is alive: respect it
+    return pid, _pid_alive(pid), st.st_ino
+
+
+class RunLock:
+    """One-writer lock of a run folder, as a context manager.
+
+    ``with RunLock(run): ...`` creates ``RUN/.lock`` (``O_CREAT | O_EXCL``) holding JSON
+    ``{pid, hostname, started}`` and removes it on exit, also on exceptions. A lock whose
+    process is dead, or which is unparseable and older than `LOCK_GRACE_SECONDS`, is stale
+    and taken over, so a SIGKILLed owner does not block the run forever.
+
+    On entry, temp files left by killed writers (store and checkpoint) are removed, which is
+    safe because only the lock holder writes.
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder (must exist) or its ``store.zarr`` path.
+
+    Raises
+    ------
+    StoreError
+        On entry, if a live process holds the lock or the lock cannot be created.
+    """
+
+    def __init__(self, run: str | Path) -> None:
+        self.run = run_dir(run)
+        self.path = self.run / LOCK_NAME
+        self._token = uuid.uuid4().hex
+
+    def __enter__(self) -> RunLock:
+        content = json.dumps(
+            {
+                "pid": os.getpid(),
+                "hostname": socket.gethostname(),
+                "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                "token": self._token,
+            }
+        ).encode()
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_stale()
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot create lock {self.path}: {e.strerror or e}") from e
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            _sweep_temp_files(self.run)
+            return self
+        raise StoreError(f"could not take the lock {self.path}; try again")
+
+    def _take_over_stale(self) -> None:
+        pid, live, inode = _lock_holder(self.path)
+        if live:
+            holder = f"process {pid}" if pid is not None else "another process"
+            raise StoreError(
+                f"{self.run} is in use by {holder} (lock {self.path}); wait for it or remove "
+                "the lock if that process is gone"
+            )
+        if inode is None:
+            return
+        # Move the stale lock aside rather than unlinking it: if another process took it
+        # over between our inspection and now, we notice by its inode and put it back.
+        aside = self.path.with_name(f"{LOCK_NAME}.stale-{os.getpid()}-{self._token}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        if os.stat(aside).st_ino != inode:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)
+        aside.unlink(missing_ok=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            ours = json.loads(self.path.read_bytes()).get("token") == self._token
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if ours:
+            self.path.unlink(missing_ok=True)
+
+
+def _sweep_temp_files(run: Path) -> None:
+    shutil.rmtree(run / TMP_NAME, ignore_errors=True)
+    for tmp in run.glob(f"{_CHECKPOINT_TMP_PREFIX}*"):
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------
+# Run folder
+# --------------------------------------------------------------------------------------
+
+
+def _is_ours(name: str) -> bool:
+    return name in {STORE_NAME, CHECKPOINT_NAME, LOCK_NAME, FIGURES_NAME, TMP_NAME} or (
+        name.startswith(_CHECKPOINT_TMP_PREFIX) or name.startswith(LOCK_NAME + ".stale-")
+    )
+
+
+def _entries(run: Path) -> Iterator[str]:
+    try:
+        yield from os.listdir(run)
+    except OSError as e:
+        raise StoreError(f"cannot read {run}: {e.strerror or e}") from e
+
+
+def _remove_run_files(run: Path) -> None:
+    """Delete the store, checkpoint, figures and temp files of a run; keep anything else."""
+    try:
+        for name in list(_entries(run)):
+            if name == LOCK_NAME or not _is_ours(name):
+                continue
+            target = run / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+    except OSError as e:
+        raise StoreError(f"cannot remove the old run in {run}: {e.strerror or e}") from e
+
+
+def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
+    """Decide what to do with an output folder before any work starts.
+
+    Parameters
+    ----------
+    run : str or Path
+        The run folder.
+    overwrite : bool
+        Replace a run already there (only its store, checkpoint and figures are deleted).
+    resume : bool
+        Continue a run already there.
+
+    Returns
+    -------
+    str
+        ``"new"`` (the folder exists and is ready for a new run) or ``"resume"`` (it holds a
+        run with a checkpoint or a complete store; the caller checks which).
+
+    Raises
+    ------
+    StoreError
+        If both flags are given; the folder cannot be created or written; it is not empty
+        and holds no purify run (even with `overwrite`); it holds a run and neither flag is
+        given; there is nothing to resume; or a live process holds its lock.
+    """
+    if overwrite and resume:
+        raise StoreError("--overwrite and --resume cannot be used together")
+    run = Path(run)
+    if not run.exists():
+        if resume:
+            raise StoreError(f"nothing to resume at {run}")
+        try:
+            run.mkdir(parents=True)
+        except OSError as e:
+            raise StoreError(f"cannot create run folder {run}: {e.strerror or e}") from e
+        return "new"
+    if not run.is_dir():
+        raise StoreError(f"{run} exists and is not a folder")
+    if not os.access(run, os.W_OK | os.X_OK):
+        raise StoreError(f"run folder {run} is not writable")
+
+    names = [n for n in _entries(run) if n != LOCK_NAME]
+    pid, live, _ = _lock_holder(run / LOCK_NAME)
+    if live and pid != os.getpid():
+        raise StoreError(f"{run} is in use by process {pid} (lock {run / LOCK_NAME})")
+    if not names:
+        if resume:
+            raise StoreError(f"nothing to resume at {run}")
+        return "new"
+
+    # A store without `format` is one killed during creation: still ours to overwrite if
+    # nothing foreign sits beside it, but nothing to resume.
+    holds_run = all(_is_ours(n) for n in names) and any(
+        n in (STORE_NAME, CHECKPOINT_NAME) for n in names
+    )
+    if not holds_run:
+        raise StoreError(
+            f"{run} is not empty and holds no purify run; choose an empty or new folder"
+        )
+    if resume:
+        try:
+            attrs = read_attrs(run)
+        except StoreError as e:
+            raise StoreError(f"nothing to resume at {run}: {e}") from e
+        if attrs.get("status") != "complete" and not (run / CHECKPOINT_NAME).is_file():
+            raise StoreError(f"nothing to resume at {run}: no checkpoint and not complete")
+        return "resume"
+    if overwrite:
+        _remove_run_files(run)
+        return "new"
+    raise StoreError(
+        f"{run} already holds a run; pass --resume to continue it or --overwrite to replace it"
+    )

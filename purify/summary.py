@@ -1,0 +1,110 @@
+"""The headline numbers of a run, read back from its store.
+
+The summary compares the network at the end of clean training (``clean_model``), at the end
+of adversarial training (``robust_model``) and the ideal thresholded classifier of SPEC §4
+(``ideal_model``) at the evaluation radius ``τ`` (radius multiple 1), and measures how far
+adversarial training moved the neurons (Thm 5.3c): the relative change
+``Σ‖w_i − w'_i‖² / Σ‖w_i‖²`` and the median ``θ(w_i, w'_i) = |<w_i,w'_i>|/(‖w_i‖‖w'_i‖)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from purify import store as S
+from purify.config import RunConfig
+
+
+def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Row-wise ``θ(a_i, b_i) = |<a_i, b_i>| / (‖a_i‖ ‖b_i‖)`` (0 where a row is zero)."""
+    num = np.abs((A * B).sum(axis=1))
+    den = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def relative_change(W_from: np.ndarray, W_to: np.ndarray) -> float:
+    """``Σ_i ‖w_i − w'_i‖² / Σ_i ‖w_i‖²`` (Thm 5.3c)."""
+    return float(((W_to - W_from) ** 2).sum() / (W_from**2).sum())
+
+
+def _model_block(root: xr.Dataset, step: int | None, radius: float) -> dict:
+    if step is None:  # the ideal model: stored once, not per step
+        pick = {"radius": radius}
+        clean = float(root.ideal_clean_accuracy)
+        strongest, by_attack = root.ideal_strongest_accuracy.sel(pick), root.ideal_robust_accuracy.sel(pick)
+    else:
+        pick = {"step": step, "radius": radius}
+        clean = float(root.clean_accuracy.sel(step=step))
+        strongest, by_attack = root.strongest_accuracy.sel(pick), root.robust_accuracy.sel(pick)
+    block = {"clean_accuracy": clean}
+    if "l2" in root.norm.values:
+        block["robust_accuracy"] = float(strongest.sel(norm="l2"))
+        block["robust_accuracy_by_attack"] = {
+            str(a): float(by_attack.sel(norm="l2", attack=a)) for a in root.attack.values}
+    if "linf" in root.norm.values:
+        block["robust_accuracy_linf"] = float(strongest.sel(norm="linf"))
+    return block
+
+
+def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
+    """Summary of the run at ``run`` (see the module docstring for its fields).
+
+    A complete run returns the summary stored at completion; ``allow_running`` computes it
+    from whatever a running or stopped store holds (values not yet written are NaN).
+    """
+    attrs = S.read_attrs(run)
+    if attrs.get("status") == "complete" and attrs.get("summary_json"):
+        return json.loads(attrs["summary_json"])
+    S.open_run(run, require_complete=not allow_running)
+    root = S.load_run(run)
+    config = RunConfig.from_json(attrs["config_json"])
+    tc, ta = config.train.clean_steps, config.train.adv_steps
+    radius = float(root.radius.values[np.argmin(np.abs(root.radius.values - 1.0))])
+    final = int(root.step.values[-1])
+    summary: dict = {
+        "tau": float(root.tau.sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
+        "tau_linf": float(root.tau.sel(norm="linf", radius=radius)) if "linf" in root.norm.values else None,
+        "norm": "l2",
+        "radius_multiple": radius,
+        "seed": int(attrs["seed"]),
+        "d": config.data.d,
+        "k": config.data.k,
+        "m": config.net.width,
+        "clean_steps": tc,
+        "adv_steps": ta,
+        "clean_model": _model_block(root, tc, radius),
+        "robust_model": _model_block(root, final, radius) if ta else None,
+        "ideal_model": _model_block(root, None, radius),
+        "relative_weight_change": None,
+        "median_theta_clean_robust": None,
+    }
+    if ta:
+        snaps = S.open_run(run, "snapshots")
+        W_clean = snaps.W.sel(step=tc).values
+        W_robust = snaps.W.sel(step=final).values
+        summary["relative_weight_change"] = relative_change(W_clean, W_robust)
+        summary["median_theta_clean_robust"] = float(np.median(cosines(W_clean, W_robust)))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of a summary, for the terminal."""
+    rows = [("", "clean acc", f"robust acc (l2, tau={summary['tau']:.4g})", "dense-only acc")]
+    for name in ("clean_model", "robust_model", "ideal_model"):
+        block = summary.get(name)
+        if not block:
+            continue
+        dense = block.get("robust_accuracy_by_attack", {}).get("dense")
+        rows.append((name.replace("_", " "), f"{block['clean_accuracy']:.3f}",
+                     f"{block.get('robust_accuracy', float('nan')):.3f}",
+                     "-" if dense is None else f"{dense:.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if summary.get("relative_weight_change") is not None:
+        lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary['relative_weight_change']:.3f}")
+        lines.append(f"median theta(w_i, w'_i): {summary['median_theta_clean_robust']:.3f}")
+    return "\n".join(lines)
