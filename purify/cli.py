@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tomllib
 import warnings
@@ -99,8 +100,8 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--adv-tau", "train", "adv_tau", FLOAT, "training radius (default: the evaluation radius)"),
     ("--adv-pgd-steps", "train", "adv_pgd_steps", INT, "PGD steps in training (default 3)"),
     ("--adv-init", "train", "adv_init", str, "clean | random: start of adversarial training (default clean)"),
-    ("--clean-snapshots", "train", "clean_snapshots", INT, "evaluations + weight snapshots in clean training (default 10)"),
-    ("--adv-snapshots", "train", "adv_snapshots", INT, "evaluations + weight snapshots in adversarial training (default 5)"),
+    ("--clean-snapshots", "train", "clean_snapshots", INT, "evaluations + weight snapshots in clean training, init and end included (default 8)"),
+    ("--adv-snapshots", "train", "adv_snapshots", INT, "evaluations + weight snapshots in adversarial training (default 4)"),
     ("--log-points", "train", "log_points", INT, "loss log points per phase (default 100)"),
     ("--tau", "eval", "tau", FLOAT, "l2 evaluation radius (default 1/sqrt(k))"),
     ("--tau-linf", "eval", "tau_linf", FLOAT, "linf evaluation radius (default tau/sqrt(d))"),
@@ -110,7 +111,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--pgd-steps", "eval", "pgd_steps", INT, "PGD steps in evaluation (default 10)"),
     ("--pgd-restarts", "eval", "pgd_restarts", INT, "PGD restarts in evaluation (default 1)"),
     ("--pgd-rel-step", "eval", "pgd_rel_step", FLOAT, "PGD step size / tau (default 2.5/steps)"),
-    ("--n-eval", "eval", "n_eval", INT, "held-out examples attacked per evaluation (default 1000)"),
+    ("--n-eval", "eval", "n_eval", INT, "held-out examples attacked per evaluation (default 500)"),
 ]
 
 
@@ -145,10 +146,16 @@ def _load_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as e:
         raise UsageError(f"cannot read --config {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot parse --config {path}: not a UTF-8 text file") from None
     try:
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"cannot parse --config {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"cannot use --config {path}: it must hold a table of options, "
+                         f"not a {type(raw).__name__}")
+    return raw
 
 
 def config_from_args(args: argparse.Namespace):
@@ -227,6 +234,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (values an unfinished run has not written yet) become null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from purify import store as S
     from purify.summary import format_summary, summarize
@@ -238,7 +256,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     except S.StoreError as e:
         raise UsageError(str(e)) from None
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
         return 0
     config = json.loads(attrs["config_json"])
     print(f"run: {S.run_dir(args.run)}  status: {attrs.get('status')} {attrs.get('status_reason', '')}".rstrip())

@@ -46,6 +46,11 @@ def _finite(value: float | int) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_int(value: Any) -> bool:
+    """An integer, but not a bool (``True`` is an ``int`` to Python, not to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _prob(name: str, value: float | None) -> None:
     if value is not None:
         _check(_finite(value) and 0 <= value <= 1, name, value, "must be a probability in [0, 1]")
@@ -69,24 +74,26 @@ class DataConfig:
     n_test: int = 2000  # held-out examples (clean accuracy)
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.d, int) and self.d >= 2, "d", self.d, "must be an integer >= 2")
+        _check(_is_int(self.d) and self.d >= 2, "d", self.d, "must be an integer >= 2")
         _check(
-            isinstance(self.k, int) and 1 <= self.k <= self.d, "k", self.k,
+            _is_int(self.k) and 1 <= self.k <= self.d, "k", self.k,
             f"must be an integer in [1, d={self.d}]",
         )
         _check(self.dictionary in DICTIONARIES, "dictionary", self.dictionary,
                f"allowed: {', '.join(DICTIONARIES)}")
         if self.n_features is not None:
             if self.dictionary == "overcomplete":
-                _check(isinstance(self.n_features, int) and self.n_features > self.d,
+                _check(_is_int(self.n_features) and self.n_features > self.d,
                        "n_features", self.n_features, f"an over-complete dictionary needs D > d={self.d}")
             else:
-                _check(self.n_features == self.d, "n_features", self.n_features,
+                _check(_is_int(self.n_features) and self.n_features == self.d, "n_features", self.n_features,
                        f"must equal d={self.d} for a {self.dictionary} dictionary")
         _prob("p_one", self.p_one)
         _prob("p_small", self.p_small)
+        _check(isinstance(self.extra_levels, (tuple, list)), "extra_levels", self.extra_levels,
+               "must be a list of (magnitude, probability) pairs")
         for i, level in enumerate(self.extra_levels):
-            _check(len(level) == 2 and _finite(level[0]) and 0 < level[0] <= 1,
+            _check(isinstance(level, (tuple, list)) and len(level) == 2 and _finite(level[0]) and 0 < level[0] <= 1,
                    f"extra_levels[{i}]", level, "must be (magnitude in (0, 1], probability)")
             _prob(f"extra_levels[{i}] probability", level[1])
         total = sum(p for p in (self.p_one, self.p_small) if p is not None)
@@ -98,9 +105,9 @@ class DataConfig:
                    self.spike_level, "must be >= 0")
         _prob("spike_prob", self.spike_prob)
         if self.n_train is not None:
-            _check(isinstance(self.n_train, int) and self.n_train >= 2, "n_train", self.n_train,
+            _check(_is_int(self.n_train) and self.n_train >= 2, "n_train", self.n_train,
                    "must be an integer >= 2 (or omitted for online sampling)")
-        _check(isinstance(self.n_test, int) and self.n_test >= 10, "n_test", self.n_test,
+        _check(_is_int(self.n_test) and self.n_test >= 10, "n_test", self.n_test,
                "must be an integer >= 10")
 
     def resolve(self) -> DataConfig:
@@ -144,7 +151,7 @@ class NetConfig:
 
     def __post_init__(self) -> None:
         if self.width is not None:
-            _check(isinstance(self.width, int) and self.width >= 1, "m", self.width,
+            _check(_is_int(self.width) and self.width >= 1, "m", self.width,
                    "must be an integer >= 1")
         _positive("sigma0", self.sigma0)
         _check(self.activation in ACTIVATIONS, "activation", self.activation,
@@ -192,30 +199,30 @@ class TrainConfig:
     adv_tau: float | None = None  # training radius; None → the evaluation radius τ of the norm
     adv_pgd_steps: int = 3  # PGD steps when adv_attack = pgd
     adv_init: str = "clean"  # start adversarial training from the clean weights or from init
-    clean_snapshots: int = 10  # log-spaced evaluation + weight snapshots in clean training
-    adv_snapshots: int = 5  # evenly spaced snapshots in adversarial training
+    clean_snapshots: int = 8  # evaluation + weight snapshots in clean training (init and end included)
+    adv_snapshots: int = 4  # evenly spaced snapshots in adversarial training
     log_points: int = 100  # loss/accuracy/bias log points per phase
 
     def __post_init__(self) -> None:
         for name in ("clean_steps", "adv_steps"):
             v = getattr(self, name)
             if v is not None:
-                _check(isinstance(v, int) and v >= 0, name, v, "must be an integer >= 0")
+                _check(_is_int(v) and v >= 0, name, v, "must be an integer >= 0")
         _positive("lr", self.lr)
         _positive("adv_lr", self.adv_lr)
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
+        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
                self.batch_size, "must be an integer >= 1")
         _check(self.adv_attack in ("fgm", "pgd"), "adv_attack", self.adv_attack,
                "allowed: fgm, pgd")
         _check(self.adv_norm in NORMS, "adv_norm", self.adv_norm, f"allowed: {', '.join(NORMS)}")
         _positive("adv_tau", self.adv_tau)
-        _check(isinstance(self.adv_pgd_steps, int) and self.adv_pgd_steps >= 1, "adv_pgd_steps",
+        _check(_is_int(self.adv_pgd_steps) and self.adv_pgd_steps >= 1, "adv_pgd_steps",
                self.adv_pgd_steps, "must be an integer >= 1")
         _check(self.adv_init in ADV_INITS, "adv_init", self.adv_init,
                f"allowed: {', '.join(ADV_INITS)}")
         for name in ("clean_snapshots", "adv_snapshots", "log_points"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and 1 <= v <= 10_000, name, v,
+            _check(_is_int(v) and 1 <= v <= 10_000, name, v,
                    "must be an integer in [1, 10000]")
 
     def resolve(self, data: DataConfig, evaluation: EvalConfig) -> TrainConfig:
@@ -243,25 +250,27 @@ class EvalConfig:
     pgd_steps: int = 10
     pgd_restarts: int = 1
     pgd_rel_step: float | None = None  # PGD step / τ; None → 2.5 / steps
-    n_eval: int = 1000  # held-out examples used for the (costly) robust evaluation
+    n_eval: int = 500  # held-out examples used for the (costly) robust evaluation
 
     def __post_init__(self) -> None:
         _positive("tau", self.tau)
         _positive("tau_linf", self.tau_linf)
-        _check(len(self.radii) >= 1 and all(_finite(r) and r > 0 for r in self.radii), "radii",
+        _check(isinstance(self.radii, (tuple, list)) and len(self.radii) >= 1 and all(_finite(r) and r > 0 for r in self.radii), "radii",
                self.radii, "must be one or more multiples > 0")
-        _check(len(self.norms) >= 1 and all(n in NORMS for n in self.norms), "norms", self.norms,
+        _check(isinstance(self.norms, (tuple, list)) and len(self.norms) >= 1 and all(n in NORMS for n in self.norms), "norms", self.norms,
                f"allowed: {', '.join(NORMS)}")
-        _check(len(self.attacks) >= 1 and all(a in ATTACKS for a in self.attacks), "attacks",
+        _check(isinstance(self.attacks, (tuple, list)) and len(self.attacks) >= 1 and all(a in ATTACKS for a in self.attacks), "attacks",
                self.attacks, f"allowed: {', '.join(ATTACKS)}")
         _check(len(set(self.attacks)) == len(self.attacks), "attacks", self.attacks,
                "must not repeat")
-        _check(isinstance(self.pgd_steps, int) and self.pgd_steps >= 1, "pgd_steps",
+        _check(len(set(self.norms)) == len(self.norms), "norms", self.norms, "must not repeat")
+        _check(len(set(self.radii)) == len(self.radii), "radii", self.radii, "must not repeat")
+        _check(_is_int(self.pgd_steps) and self.pgd_steps >= 1, "pgd_steps",
                self.pgd_steps, "must be an integer >= 1")
-        _check(isinstance(self.pgd_restarts, int) and self.pgd_restarts >= 1, "pgd_restarts",
+        _check(_is_int(self.pgd_restarts) and self.pgd_restarts >= 1, "pgd_restarts",
                self.pgd_restarts, "must be an integer >= 1")
         _positive("pgd_rel_step", self.pgd_rel_step)
-        _check(isinstance(self.n_eval, int) and self.n_eval >= 10, "n_eval", self.n_eval,
+        _check(_is_int(self.n_eval) and self.n_eval >= 10, "n_eval", self.n_eval,
                "must be an integer >= 10")
 
     def resolve(self, data: DataConfig) -> EvalConfig:
@@ -271,6 +280,7 @@ class EvalConfig:
             tau=tau,
             tau_linf=tau / math.sqrt(data.d) if self.tau_linf is None else self.tau_linf,
             n_eval=min(self.n_eval, data.n_test),
+            pgd_rel_step=2.5 / self.pgd_steps if self.pgd_rel_step is None else self.pgd_rel_step,
         )
 
     def tau_for(self, norm: str) -> float:
@@ -296,9 +306,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.seed is not None:
-            _check(isinstance(self.seed, int) and 0 <= self.seed < 2**63, "seed", self.seed,
+            _check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed,
                    "must be an integer in [0, 2^63)")
-        _check(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"), "device",
+        _check(isinstance(self.device, str)
+               and (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")), "device",
                self.device, "allowed: cpu, cuda, cuda:N")
 
     def resolve(self, seed: int | None = None) -> RunConfig:
@@ -331,6 +342,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Inverse of ``asdict``; unknown keys raise :class:`ConfigError` naming the key."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"invalid config {raw!r}: must be a table of options")
         parts = {}
         for f in fields(cls):
             if f.name not in raw:

@@ -26,6 +26,9 @@ def make_dictionary(
     need ``D = d`` and satisfy ``MᵀM = I``.  ``overcomplete`` draws ``D > d`` Gaussian columns
     and normalizes them; their mutual coherence is ``O(sqrt(log D / d))`` w.h.p.
     """
+    if kind in ("identity", "orthogonal") and n_features != d:
+        # QR of a (d, D) matrix would silently return a (d, min(d, D)) dictionary.
+        raise ValueError(f"a {kind} dictionary needs n_features == d, got {n_features} != {d}")
     if kind == "identity":
         return torch.eye(d, dtype=dtype)
     g = torch.randn(d, n_features, generator=generator, dtype=torch.float64)
@@ -145,8 +148,10 @@ class SparseCodingProblem:
 class DataStream:
     """Training batches: fresh samples every step (online SGD) or a fixed set of size ``N``.
 
-    With a fixed set, each epoch visits a permutation drawn from ``generator``; a batch size
-    of at least ``N`` is full-batch gradient descent (Algorithm 1).  The stream's position is
+    With a fixed set, each epoch visits a permutation drawn from ``generator`` in batches,
+    dropping the last ``N mod batch_size`` examples of the permutation (they are as likely as
+    any to come first in the next one); a batch size of at least ``N`` is full-batch gradient
+    descent (Algorithm 1).  The stream's position is
     entirely held by ``generator`` plus ``(epoch order, cursor)``, which :meth:`state_dict`
     returns so a resumed run sees exactly the batches an uninterrupted one would.
     """

@@ -32,9 +32,14 @@ class Evaluation:
     strongest: dict[str, np.ndarray]
 
 
+def sign_correct(out: Tensor, y: Tensor) -> Tensor:
+    """Boolean ``(n,)``: ``sign f = y`` with ``sign(0) = +1`` (the labels' convention, SPEC §1)."""
+    return torch.where(out >= 0, 1.0, -1.0).to(y.dtype) == y
+
+
 def accuracy(model: Learner, x: Tensor, y: Tensor) -> float:
     """``Pr[sign f(x) = y]`` with ``sign(0) = +1``."""
-    return float((torch.where(model.forward(x) >= 0, 1.0, -1.0) == y).float().mean())
+    return float(sign_correct(model.forward(x), y).float().mean())
 
 
 def robust_correct(
@@ -42,7 +47,7 @@ def robust_correct(
 ) -> Tensor:
     """Boolean ``(n,)``: does ``sign f(x + A(x))`` still equal ``y``?"""
     delta = attack(model, x, y, tau, generator=generator)
-    return y * model.forward(x + delta) > 0
+    return sign_correct(model.forward(x + delta), y)
 
 
 def evaluate(
@@ -61,7 +66,7 @@ def evaluate(
     evaluation set is processed in chunks of ``chunk`` examples to bound memory.
     """
     n = x.shape[0]
-    clean_ok = y * torch.cat([model.forward(x[i : i + chunk]) for i in range(0, n, chunk)]) > 0
+    clean_ok = sign_correct(torch.cat([model.forward(x[i : i + chunk]) for i in range(0, n, chunk)]), y)
     robust, strongest = {}, {}
     for norm, by_name in attacks.items():
         radii = list(taus[norm])

@@ -142,7 +142,7 @@ def store_template(
         "step": ("step", timeline.eval_steps),
         "phase": ("step", timeline.phase(timeline.eval_steps).astype(str)),
         "iteration": ("iteration", timeline.log_steps),
-        "iteration_phase": ("iteration", timeline.phase(timeline.log_steps - 1).astype(str)),
+        "iteration_phase": ("iteration", timeline.phase(timeline.log_steps).astype(str)),
         "norm": ("norm", np.array(norms)),
         "attack": ("attack", np.array(attacks)),
         "radius": ("radius", np.array(radii, np.float64)),
@@ -317,10 +317,21 @@ class Simulation:
 
     def start_state(self, resume: bool) -> RunState:
         if resume:
+            self._check_layout()
             ckpt = S.load_checkpoint(self.run)
             if ckpt is not None:
                 return self._restore(ckpt)
         return RunState(0, initial_weights(self.config).to(self.device))
+
+    def _check_layout(self) -> None:
+        """Refuse to resume into a store whose evaluation/log steps differ from this code's
+        timeline (a store written by another purify version): indices would be misplaced."""
+        root = S.open_run(self.run)
+        same = np.array_equal(root.step.values, self.timeline.eval_steps) and np.array_equal(
+            root.iteration.values, self.timeline.log_steps)
+        if not same:
+            raise S.StoreError(f"cannot resume {self.run}: its evaluation steps differ from those this "
+                               f"version of purify derives from its config; start it again with --overwrite")
 
     def run_steps(self, state: RunState) -> RunState:
         """Advance ``state`` to the end of the timeline, writing as it goes."""
@@ -355,6 +366,8 @@ class Simulation:
                     self._write_log(state)
                     written = True
                 if state.step in self._eval_index:
+                    if bars is not None:
+                        bars.bar.set_postfix_str("evaluating robustness ...", refresh=True)
                     self._write_eval(state)
                     written = True
                 if written:

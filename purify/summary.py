@@ -93,14 +93,19 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a summary, for the terminal."""
-    rows = [("", "clean acc", f"robust acc (l2, tau={summary['tau']:.4g})", "dense-only acc")]
+    if summary.get("tau") is not None:
+        robust_header, robust_key = f"robust acc (l2, tau={summary['tau']:.4g})", "robust_accuracy"
+    else:  # a run that evaluated linf only
+        robust_header = f"robust acc (linf, tau={summary['tau_linf']:.4g})"
+        robust_key = "robust_accuracy_linf"
+    rows = [("", "clean acc", robust_header, "dense-only acc")]
     for name in ("clean_model", "robust_model", "ideal_model"):
         block = summary.get(name)
         if not block:
             continue
         dense = block.get("robust_accuracy_by_attack", {}).get("dense")
         rows.append((name.replace("_", " "), f"{block['clean_accuracy']:.3f}",
-                     f"{block.get('robust_accuracy', float('nan')):.3f}",
+                     f"{block.get(robust_key, float('nan')):.3f}",
                      "-" if dense is None else f"{dense:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]

@@ -47,8 +47,12 @@ class Timeline:
         assert tr.clean_steps is not None and tr.adv_steps is not None, "resolve() first"
         tc, ta = tr.clean_steps, tr.adv_steps
         clean = {0, tc}
-        if tc > 1:
-            clean |= set(np.unique(np.geomspace(1, tc, tr.clean_snapshots).round()).astype(int))
+        if tc > 1 and tr.clean_snapshots > 2:
+            # Nothing moves in the first ~T/100 steps; log-spacing from there keeps the
+            # lottery phase resolved without spending evaluations on identical states.
+            first = max(1.0, tc / 100)
+            grid = np.geomspace(first, tc, tr.clean_snapshots - 1).round().astype(int)
+            clean |= set(grid.tolist())
         adv = set()
         if ta > 0:
             adv = {tc + int(round(ta * j / tr.adv_snapshots)) for j in range(1, tr.adv_snapshots + 1)}

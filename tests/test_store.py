@@ -130,7 +130,7 @@ def test_write_region_rejects_bad_requests(run: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shape"):
         S.write_region(run, "", "step", 0, {"loss": np.zeros(3)})
     with pytest.raises(ValueError, match="dimensions"):
-        S.write_region(run, "", "step", 0, {"loss": np.zeros(2)})
+        S.write_region(run, "", "iteration", 0, {"loss": np.zeros(2)})
     with pytest.raises(IndexError):
         S.write_region(run, "", "step", 6, {"loss": np.zeros(2)})
 

@@ -134,5 +134,6 @@ class SymmetricReLUNet:
         if lam:
             grad = grad + lam * regularizer_grad(self.W)
             loss = loss + lam * regularizer(self.W)
-        accuracy = (margin > 0).to(x.dtype).mean()
+        # sign(0) = +1, as everywhere in purify (labels, evaluate.accuracy)
+        accuracy = (torch.where(out >= 0, 1.0, -1.0).to(y.dtype) == y).to(x.dtype).mean()
         return StepResult(float(loss), float(accuracy), grad)

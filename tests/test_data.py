@@ -1,0 +1,340 @@
+"""Tests of purify.data: dictionaries, hidden codes, labels, noise, sampling and the data stream.
+
+Statistical checks compare an empirical mean with its expectation and allow ``Z`` standard
+errors, the standard error being computed from the variance of the quantity averaged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from purify.config import DataConfig
+from purify.data import (
+    DICTIONARIES,
+    Batch,
+    DataStream,
+    SparseCodingProblem,
+    labels,
+    make_dictionary,
+    make_teacher,
+    sample_hidden,
+)
+
+Z = 5.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-7 each)
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def problem(d=20, k=4, *, kind="orthogonal", sigma_x=0.0, spike_level=0.0, spike_prob=0.0, seed=0):
+    M = make_dictionary(kind, d, d, generator=gen(seed), dtype=F64)
+    w = make_teacher(d, generator=gen(seed + 1), dtype=F64)
+    levels = ((1.0, 1.0 / d), (1.0 / math.sqrt(k), k / d))
+    return SparseCodingProblem(M, w, levels, sigma_x, spike_level, spike_prob)
+
+
+# ---------------------------------------------------------------------------- dictionaries
+
+
+@pytest.mark.parametrize("kind", ["identity", "orthogonal"])
+def test_square_dictionaries_are_orthogonal(kind):
+    M = make_dictionary(kind, 30, 30, generator=gen(1), dtype=F64)
+    assert M.shape == (30, 30)
+    torch.testing.assert_close(M.T @ M, torch.eye(30, dtype=F64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(M @ M.T, torch.eye(30, dtype=F64), atol=1e-12, rtol=0)
+
+
+def test_orthogonal_dictionary_float32_is_orthogonal_to_float_precision():
+    M = make_dictionary("orthogonal", 50, 50, generator=gen(2))
+    assert M.dtype == torch.float32
+    torch.testing.assert_close(M.T @ M, torch.eye(50), atol=1e-5, rtol=0)
+
+
+def test_orthogonal_dictionary_reproducible_and_seed_dependent():
+    a = make_dictionary("orthogonal", 15, 15, generator=gen(7), dtype=F64)
+    b = make_dictionary("orthogonal", 15, 15, generator=gen(7), dtype=F64)
+    c = make_dictionary("orthogonal", 15, 15, generator=gen(8), dtype=F64)
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 0.1
+
+
+def test_orthogonal_dictionary_is_haar():
+    # For Haar Q (d×d): M[0,0] is a coordinate of a uniform unit vector, so E M00² = 1/d,
+    # E M00⁴ = 3/(d(d+2)); M00 is symmetric; E tr Q = 0 with Var tr Q = 1.  Without the QR
+    # sign fix LAPACK's Q has a biased diagonal (e.g. Q[0,0] < 0 always), which this catches.
+    d, n = 8, 800  # unfixed QR: diagonal mean ≈ −0.25 vs 5 SE = 0.08 here
+    g = gen(3)
+    Ms = torch.stack([make_dictionary("orthogonal", d, d, generator=g, dtype=F64) for _ in range(n)])
+    m00 = Ms[:, 0, 0]
+    var_sq = 3.0 / (d * (d + 2)) - 1.0 / d**2
+    assert abs(float((m00**2).mean()) - 1.0 / d) < Z * math.sqrt(var_sq / n)
+    assert abs(float((m00 > 0).double().mean()) - 0.5) < Z * 0.5 / math.sqrt(n)
+    diag = torch.diagonal(Ms, dim1=1, dim2=2)
+    for i in range(d):  # every diagonal entry unbiased, Var M_ii = 1/d
+        assert abs(float(diag[:, i].mean())) < Z * math.sqrt(1.0 / (d * n))
+    assert abs(float(diag.sum(dim=1).mean())) < Z / math.sqrt(n)
+
+
+def test_overcomplete_dictionary_unit_columns_and_incoherent():
+    d, D = 200, 400
+    M = make_dictionary("overcomplete", d, D, generator=gen(4), dtype=F64)
+    assert M.shape == (d, D)
+    torch.testing.assert_close(M.norm(dim=0), torch.ones(D, dtype=F64), atol=1e-12, rtol=0)
+    G = M.T @ M - torch.eye(D, dtype=F64)
+    coherence = float(G.abs().max())
+    assert coherence < 4 * math.sqrt(math.log(D) / d)
+    assert coherence > 0.05  # really random, not accidentally orthogonal
+
+
+def test_unknown_dictionary_raises_naming_allowed():
+    with pytest.raises(ValueError) as e:
+        make_dictionary("hadamard", 4, 4, generator=gen(0))
+    for kind in DICTIONARIES:
+        assert kind in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["identity", "orthogonal"])
+@pytest.mark.parametrize("D", [10, 30])
+def test_square_dictionaries_reject_other_widths(kind, D):
+    with pytest.raises(ValueError, match="n_features"):
+        make_dictionary(kind, 20, D, generator=gen(0))
+
+
+def test_teacher_is_balanced_signs():
+    n = 20000
+    w = make_teacher(n, generator=gen(5), dtype=F64)
+    assert set(w.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(w.mean())) < Z / math.sqrt(n)
+
+
+# ---------------------------------------------------------------------------- hidden codes
+
+LEVELS = ((1.0, 0.02), (0.25, 0.15), (0.6, 0.05))
+
+
+def test_sample_hidden_level_frequencies_and_signs():
+    n, D = 4000, 50
+    z = sample_hidden(n, D, levels=LEVELS, generator=gen(6), dtype=F64)
+    assert z.shape == (n, D) and z.dtype == F64
+    N = n * D
+    a = z.abs()
+    total = 0.0
+    for mag, p in LEVELS:
+        hit = a == mag
+        freq = float(hit.double().mean())
+        assert abs(freq - p) < Z * math.sqrt(p * (1 - p) / N), (mag, freq, p)
+        # signs are a fair coin at every level
+        pos = float((z[hit] > 0).double().mean())
+        assert abs(pos - 0.5) < Z * 0.5 / math.sqrt(int(hit.sum()))
+        total += p
+    # nothing but the listed magnitudes and zero
+    assert bool(((a == 0) | (a == 1.0) | (a == 0.25) | (a == 0.6)).all())
+    p0 = 1 - total
+    assert abs(float((a == 0).double().mean()) - p0) < Z * math.sqrt(p0 * (1 - p0) / N)
+
+
+def test_sample_hidden_l0_and_squared_norm_means():
+    n, D = 3000, 40
+    prob = SparseCodingProblem(torch.eye(D, dtype=F64), torch.ones(D, dtype=F64), LEVELS, 0.0, 0.0, 0.0)
+    z = sample_hidden(n, D, levels=LEVELS, generator=gen(7), dtype=F64)
+    q = sum(p for _, p in LEVELS)
+    l0 = (z != 0).sum(dim=1).double()
+    assert abs(float(l0.mean()) - D * q) < Z * math.sqrt(D * q * (1 - q) / n)
+    # E‖z‖² = D Σ m²p; Var ‖z‖² = D (Σ m⁴p − (Σ m²p)²) (independent coordinates)
+    m2 = sum(m**2 * p for m, p in LEVELS)
+    m4 = sum(m**4 * p for m, p in LEVELS)
+    assert prob.expected_sq_norm_z() == pytest.approx(D * m2, rel=1e-12)
+    sq = (z**2).sum(dim=1)
+    assert abs(float(sq.mean()) - prob.expected_sq_norm_z()) < Z * math.sqrt(D * (m4 - m2**2) / n)
+
+
+def test_sample_hidden_keeps_requested_dtype():
+    z = sample_hidden(5, 6, levels=((0.5, 0.5),), generator=gen(0))
+    assert z.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def test_labels_sign_zero_is_plus_one():
+    w = torch.tensor([1.0, -1.0, 1.0], dtype=F64)
+    z = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.25]], dtype=F64)
+    assert labels(z, w).tolist() == [1.0, 1.0, -1.0, 1.0]
+
+
+def test_labels_balanced_for_pm1_teacher():
+    # <w*, z> is symmetric, so Pr[y = +1 | <w*,z> ≠ 0] = 1/2; ties go to +1.
+    p = problem(d=30, k=4, seed=11)
+    b = p.sample(6000, generator=gen(12))
+    s = b.z @ p.w_star
+    nz = s != 0
+    frac = float((b.y[nz] > 0).double().mean())
+    assert abs(frac - 0.5) < Z * 0.5 / math.sqrt(int(nz.sum()))
+    assert bool((b.y[~nz] == 1).all())
+    assert set(b.y.unique().tolist()) <= {-1.0, 1.0}
+
+
+# ---------------------------------------------------------------------------- problem.sample
+
+
+def test_noiseless_sample_is_exactly_dictionary_times_code():
+    p = problem(d=25, k=4, seed=1)
+    b = p.sample(200, generator=gen(2))
+    assert torch.equal(b.x, b.z @ p.M.T)
+    assert torch.equal(b.y, labels(b.z, p.w_star))
+    assert b.x.shape == (200, 25) and b.z.shape == (200, 25) and b.y.shape == (200,)
+
+
+def test_gaussian_noise_has_expected_energy_and_is_isotropic():
+    d, n, sigma = 40, 3000, 0.7
+    p = problem(d=d, k=4, sigma_x=sigma, seed=3)
+    b = p.sample(n, generator=gen(4))
+    xi = b.x - b.z @ p.M.T
+    sq = (xi**2).sum(dim=1)
+    # ‖ξ'‖² ~ σ²/d · χ²_d: mean σ², variance 2σ⁴/d
+    assert abs(float(sq.mean()) - sigma**2) < Z * sigma**2 * math.sqrt(2.0 / (d * n))
+    # each coordinate has mean 0 and variance σ²/d
+    se_mean = sigma / math.sqrt(d * n)
+    assert float(xi.mean(dim=0).abs().max()) < Z * se_mean * 1.5  # max of d means: a bit more room
+    assert abs(float(xi[:, 0].var()) - sigma**2 / d) < Z * sigma**2 / d * math.sqrt(2.0 / n)
+
+
+def test_spike_noise_lives_on_dictionary_and_is_bounded():
+    d, n, level, pr = 30, 2000, 0.12, 0.3
+    p = problem(d=d, k=4, spike_level=level, spike_prob=pr, seed=5)
+    b = p.sample(n, generator=gen(6))
+    coef = (b.x - b.z @ p.M.T) @ p.M  # ξ'' in the dictionary basis (MᵀM = I)
+    assert float(coef.abs().max()) <= level + 1e-12
+    on = coef.abs() > level / 2
+    # every coefficient is 0 or ±level
+    assert float((coef[on].abs() - level).abs().max()) < 1e-12
+    assert float(coef[~on].abs().max()) < 1e-12
+    N = n * d
+    assert abs(float(on.double().mean()) - pr) < Z * math.sqrt(pr * (1 - pr) / N)
+    assert abs(float((coef[on] > 0).double().mean()) - 0.5) < Z * 0.5 / math.sqrt(int(on.sum()))
+
+
+def test_sample_reproducible_for_same_seed():
+    p = problem(d=20, k=4, sigma_x=0.3, spike_level=0.1, spike_prob=0.2, seed=7)
+    a, b = p.sample(50, generator=gen(9)), p.sample(50, generator=gen(9))
+    c = p.sample(50, generator=gen(10))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.z, b.z)
+    assert not torch.equal(a.x, c.x)
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "overcomplete"])
+def test_dense_direction_is_unit_and_parallel_to_M_wstar(kind):
+    d, D = 20, (20 if kind == "orthogonal" else 35)
+    M = make_dictionary(kind, d, D, generator=gen(1), dtype=F64)
+    w = make_teacher(D, generator=gen(2), dtype=F64)
+    p = SparseCodingProblem(M, w, ((1.0, 0.1),), 0.0, 0.0, 0.0)
+    v = p.dense_direction()
+    assert v.shape == (d,)
+    assert float(v.norm()) == pytest.approx(1.0, abs=1e-12)
+    mw = M @ w
+    torch.testing.assert_close(v * mw.norm(), mw, atol=1e-12, rtol=0)
+
+
+# ---------------------------------------------------------------------------- data stream
+
+
+def indexed_set(n: int) -> Batch:
+    """A fixed set whose x[:, 0] is the example's index."""
+    idx = torch.arange(n, dtype=F64)
+    x = torch.stack([idx, -idx], dim=1)
+    return Batch(x, torch.where(idx % 2 == 0, 1.0, -1.0).to(F64), idx[:, None])
+
+
+def test_online_stream_draws_fresh_batches_from_the_generator():
+    p = problem(d=10, k=2, sigma_x=0.1, seed=2)
+    s = DataStream(p, batch_size=16, generator=gen(3))
+    b1, b2 = s.next(), s.next()
+    assert b1.x.shape == (16, 10)
+    assert not torch.equal(b1.x, b2.x)
+    # the stream is exactly the sequence of samples from its generator
+    g = gen(3)
+    assert torch.equal(b1.x, p.sample(16, generator=g).x)
+    assert torch.equal(b2.x, p.sample(16, generator=g).x)
+
+
+def test_fixed_stream_visits_every_example_once_per_epoch():
+    n, bs = 60, 12
+    s = DataStream(problem(d=4, k=1), batch_size=bs, generator=gen(4), train_set=indexed_set(n))
+    orders = []
+    for _ in range(3):
+        seen = torch.cat([s.next().x[:, 0] for _ in range(n // bs)])
+        assert sorted(seen.long().tolist()) == list(range(n))
+        orders.append(seen)
+    assert not torch.equal(orders[0], orders[1])  # reshuffled each epoch
+    # rows stay aligned: x, y, z of a batch come from the same examples
+    b = s.next()
+    assert torch.equal(b.z[:, 0], b.x[:, 0]) and torch.equal(b.x[:, 1], -b.x[:, 0])
+    assert torch.equal(b.y, torch.where(b.x[:, 0] % 2 == 0, 1.0, -1.0).to(F64))
+
+
+def test_fixed_stream_never_repeats_within_epoch_when_batch_does_not_divide():
+    # The tail n mod bs of each permutation is dropped (a fresh permutation starts instead).
+    n, bs = 50, 12
+    s = DataStream(problem(d=4, k=1), batch_size=bs, generator=gen(5), train_set=indexed_set(n))
+    for _ in range(3):
+        seen = torch.cat([s.next().x[:, 0] for _ in range(n // bs)]).long().tolist()
+        assert len(set(seen)) == len(seen) == bs * (n // bs)
+
+
+@pytest.mark.parametrize("bs", [40, 41, 1000])
+def test_full_batch_when_batch_size_at_least_n(bs):
+    ts = indexed_set(40)
+    s = DataStream(problem(d=4, k=1), batch_size=bs, generator=gen(6), train_set=ts)
+    for _ in range(3):
+        b = s.next()
+        assert torch.equal(b.x, ts.x) and torch.equal(b.y, ts.y)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_stream_state_round_trip_reproduces_next_batches(fixed):
+    p = problem(d=8, k=2, sigma_x=0.2, seed=3)
+    ts = p.sample(30, generator=gen(1)) if fixed else None
+    s = DataStream(p, batch_size=7, generator=gen(7), train_set=ts)
+    for _ in range(3):  # mid-epoch for the fixed set (30 = 4·7 + 2)
+        s.next()
+    state = s.state_dict()
+    ahead = [s.next().x for _ in range(6)]  # crosses an epoch boundary
+    s.load_state_dict(state)
+    assert all(torch.equal(a, s.next().x) for a in ahead)
+    # a new stream with an unrelated generator resumes identically
+    t = DataStream(p, batch_size=7, generator=gen(999), train_set=ts)
+    t.load_state_dict(state)
+    assert all(torch.equal(a, t.next().x) for a in ahead)
+
+
+# ---------------------------------------------------------------------------- config defaults
+
+
+def test_data_config_defaults_resolve_to_paper_levels():
+    c = DataConfig(d=50, k=5, sigma_x=0.2).resolve()
+    assert c.n_features == 50
+    assert c.p_one == pytest.approx(1 / 50) and c.p_small == pytest.approx(5 / 50)
+    assert c.levels == ((1.0, c.p_one), (1 / math.sqrt(5), c.p_small))
+    assert c.spike_level == pytest.approx(5**-0.501)
+    # default spike probability makes E ξ''_i² = σ_x² / D
+    assert c.spike_level**2 * c.spike_prob == pytest.approx(0.2**2 / 50)
+    o = DataConfig(d=50, k=5, dictionary="overcomplete").resolve()
+    assert o.n_features == 100 and o.p_one == pytest.approx(1 / 100) and o.p_small == pytest.approx(5 / 100)
+
+
+def test_config_levels_give_theta_k_sparsity():
+    # E‖z‖₀ = D (p_one + p_small) = 1 + k with the defaults
+    c = DataConfig(d=60, k=6).resolve()
+    n = 2000
+    z = sample_hidden(n, c.n_features, levels=c.levels, generator=gen(8), dtype=F64)
+    q = c.p_one + c.p_small
+    assert abs(float((z != 0).sum(dim=1).double().mean()) - (1 + c.k)) < Z * math.sqrt(
+        c.n_features * q * (1 - q) / n
+    )

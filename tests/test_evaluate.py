@@ -1,0 +1,179 @@
+"""Tests of purify.evaluate: closed-form robust accuracy of linear and ideal models, invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from purify.attacks import FGM, PGD, DenseAttack, NoiseAttack
+from purify.data import SparseCodingProblem, make_dictionary, make_teacher
+from purify.evaluate import accuracy, evaluate, robust_correct
+from purify.learners.ideal import IdealRobustModel
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+class LinearModel:
+    """f(x) = <w, x>."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w = w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w
+
+    __call__ = forward
+
+    def forward_and_input_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x @ self.w, self.w.expand_as(x)
+
+
+def linear_setup(n=500, d=10, seed=0, flip=0.0):
+    """x ~ N(0, I); labels from a teacher v close to w (so clean accuracy is below 1)."""
+    g = gen(seed)
+    w = torch.randn(d, generator=g, dtype=F64)
+    v = w + 0.5 * torch.randn(d, generator=g, dtype=F64) - flip * w
+    x = torch.randn(n, d, generator=g, dtype=F64)
+    y = torch.where(x @ v >= 0, 1.0, -1.0).to(F64)
+    return LinearModel(w), x, y, w
+
+
+def counts(fractions, n: int) -> np.ndarray:
+    """Number of examples behind accuracies (stored as float32 means): compare these exactly."""
+    return np.rint(np.asarray(fractions, dtype=np.float64) * n).astype(int)
+
+
+TAUS = {"l2": [0.05, 0.2, 0.5, 1.0, 2.0], "linf": [0.01, 0.05, 0.1, 0.3, 0.6]}
+
+
+def all_attacks(d: int, seed: int = 0):
+    direction = torch.randn(d, generator=gen(seed + 50), dtype=F64)
+    return {
+        norm: {
+            "fgm": FGM(norm),
+            "pgd": PGD(norm, steps=5),
+            "dense": DenseAttack(norm, direction),
+            "noise": NoiseAttack(norm),
+        }
+        for norm in ("l2", "linf")
+    }
+
+
+@pytest.fixture(scope="module")
+def linear_eval():
+    model, x, y, w = linear_setup()
+    ev = evaluate(model, x, y, attacks=all_attacks(x.shape[1]), taus=TAUS, generator=gen(1))
+    return model, x, y, w, ev
+
+
+def test_clean_accuracy_matches_sign_agreement(linear_eval):
+    model, x, y, w, ev = linear_eval
+    expected = float(((y * (x @ w)) > 0).double().mean())
+    assert 0.6 < expected < 0.99  # a non-trivial fixture
+    n = len(y)
+    assert counts(ev.clean, n) == counts(expected, n) == counts(accuracy(model, x, y), n)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_fgm_robust_accuracy_on_linear_model_is_the_closed_form(linear_eval, norm):
+    # FGM lowers the margin by exactly τ‖w‖_q, so robust ⇔ y<w,x> > τ‖w‖_q
+    model, x, y, w, ev = linear_eval
+    q = float(w.norm() if norm == "l2" else w.abs().sum())
+    margin = y * (x @ w)
+    expected = np.array([float((margin > tau * q).double().mean()) for tau in TAUS[norm]])
+    fgm = list(all_attacks(10)[norm]).index("fgm")
+    n = len(y)
+    np.testing.assert_array_equal(counts(ev.robust[norm][fgm], n), counts(expected, n))
+    assert expected[0] > expected[-1]  # the radii are informative
+    # FGM is the exact worst case for a linear model, so no attacker does better than it
+    np.testing.assert_array_equal(counts(ev.strongest[norm], n), counts(expected, n))
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_evaluation_shapes_and_orderings(linear_eval, norm):
+    model, x, y, w, ev = linear_eval
+    r = ev.robust[norm]
+    assert r.shape == (4, len(TAUS[norm])) and ev.strongest[norm].shape == (len(TAUS[norm]),)
+    assert bool((r <= ev.clean + 1e-12).all())
+    assert bool((ev.strongest[norm] <= r.min(axis=0) + 1e-12).all())
+    fgm = r[0]
+    assert bool((np.diff(fgm) <= 0).all())  # larger radius, weaker or equal robustness
+
+
+def test_robust_accuracy_never_exceeds_clean_even_if_an_attack_would_fix_errors():
+    # labels mostly disagree with the model (clean ≈ 0.2); large random noise makes the
+    # perturbed prediction a coin flip, which would score ≈ 0.5 without the clean mask
+    model, x, y, w = linear_setup(n=800, seed=3, flip=2.0)
+    attacks = {"l2": {"noise": NoiseAttack("l2")}}
+    ev = evaluate(model, x, y, attacks=attacks, taus={"l2": [100.0]}, generator=gen(4))
+    unmasked = float(robust_correct(model, x, y, NoiseAttack("l2"), 100.0, generator=gen(4)).double().mean())
+    assert ev.clean < 0.35 and unmasked > ev.clean + 0.1
+    assert ev.robust["l2"][0, 0] <= ev.clean
+
+
+def test_deterministic_attacks_do_not_depend_on_chunking():
+    model, x, y, w = linear_setup(n=103, seed=5)
+    atk = {
+        k: {n: a for n, a in v.items() if n in ("fgm", "dense", "pgd")} for k, v in all_attacks(10).items()
+    }
+    for a in atk.values():  # PGD without random start is deterministic too
+        a["pgd"] = PGD("l2" if a is atk["l2"] else "linf", steps=3, random_start=False)
+    big = evaluate(model, x, y, attacks=atk, taus=TAUS, generator=gen(0))
+    small = evaluate(model, x, y, attacks=atk, taus=TAUS, generator=gen(0), chunk=10)
+    assert big.clean == small.clean
+    for norm in TAUS:
+        np.testing.assert_array_equal(big.robust[norm], small.robust[norm])
+        np.testing.assert_array_equal(big.strongest[norm], small.strongest[norm])
+
+
+def test_zero_output_counts_as_plus_one_everywhere():
+    # f ≡ 0: sign(0) = +1, so clean and robust accuracy (FGM is zeroed on a flat model; the
+    # dense attack keeps f = 0) are both the fraction of +1 labels
+    d, n = 6, 40
+    model = LinearModel(torch.zeros(d, dtype=F64))
+    x = torch.randn(n, d, generator=gen(6), dtype=F64)
+    y = torch.where(torch.arange(n) % 4 == 0, -1.0, 1.0).to(F64)
+    attacks = {"l2": {"fgm": FGM("l2"), "dense": DenseAttack("l2", torch.ones(d, dtype=F64))}}
+    ev = evaluate(model, x, y, attacks=attacks, taus={"l2": [0.5]}, generator=gen(0))
+    assert accuracy(model, x, y) == 0.75
+    assert ev.clean == 0.75
+    np.testing.assert_array_equal(ev.robust["l2"], [[0.75], [0.75]])
+    assert ev.strongest["l2"][0] == 0.75
+
+
+def test_ideal_model_end_to_end_closed_forms():
+    # M = I, k = 4, no noise: f*(x) = s := <w*, z> exactly (code values are dyadic), active
+    # set A = supp z, threshold 1/4 and every |z_i| ≥ 1/2.  Radii stay below the activity
+    # switching margin 1/4 per coordinate, so the perturbed output is linear on A:
+    #   dense  δ = −τ y w*/√D      → f*(x+δ) = s − τ y |A|/√D
+    #   FGM    δ = −τ y w*_A/√|A|  → f*(x+δ) = s − τ y √|A|   (0 if A = ∅: flat, δ = 0)
+    d, k, n = 20, 4, 600
+    M = make_dictionary("identity", d, d, generator=gen(0), dtype=F64)
+    w_star = make_teacher(d, generator=gen(1), dtype=F64)
+    p = SparseCodingProblem(M, w_star, ((1.0, 1 / d), (0.5, k / d)), 0.0, 0.0, 0.0)
+    b = p.sample(n, generator=gen(2))
+    model = IdealRobustModel(M, w_star, k)
+    s = b.z @ w_star
+    n_act = (b.z != 0).sum(dim=1).to(F64)
+    taus = [0.05, 0.12, 0.2]
+    attacks = {"l2": {"dense": DenseAttack("l2", p.dense_direction()), "fgm": FGM("l2")}}
+    ev = evaluate(model, b.x, b.y, attacks=attacks, taus={"l2": taus}, generator=gen(3))
+    assert bool((s == 0).any()) and ev.clean == 1.0  # ties are labelled +1 and predicted +1
+
+    def frac(out):
+        return float((torch.where(out >= 0, 1.0, -1.0) == b.y).double().mean())
+
+    dense = [frac(s - t * b.y * n_act / math.sqrt(d)) for t in taus]
+    fgm = [frac(s - t * b.y * n_act.sqrt()) for t in taus]
+    np.testing.assert_array_equal(counts(ev.robust["l2"][0], n), counts(dense, n))
+    np.testing.assert_array_equal(counts(ev.robust["l2"][1], n), counts(fgm, n))
+    assert fgm[-1] < dense[-1] < 1.0  # the model-aware attack is the stronger one here
