@@ -205,21 +205,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN (the run folder to continue)")
+        given = [flag for flag, *_ in OPTIONS if getattr(args, _dest(flag)) is not None]
+        given += [flag for flag in ("--config", "--seed", "--device") if getattr(args, flag[2:]) is not None]
+        if given:
+            raise UsageError(f"--resume continues the stored run with its own config; drop {given[0]}")
         config = None
     else:
         config = config_from_args(args).resolve()
         _check_device(config.device)
-        for note in config.theory_warnings():
-            print(f"purify: warning: {note}", file=sys.stderr)
     out = args.out or Path("runs") / f"d{config.data.d}-k{config.data.k}-seed{config.seed}"
-    if config is not None:
-        print(f"purify simulate: {_describe(config)}", file=sys.stderr)
-    print(f"run folder: {out}", file=sys.stderr)
+
+    def announce(resolved) -> None:
+        # Printed only once the folder is accepted, so a refused run prints its one error line.
+        for note in resolved.theory_warnings():
+            print(f"purify: warning: {note}", file=sys.stderr)
+        print(f"purify simulate: {_describe(resolved)}", file=sys.stderr)
+        print(f"run folder: {out}", file=sys.stderr)
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TheoryWarning)
             summary = simulate(config, out, resume=args.resume, overwrite=args.overwrite,
-                               progress=not args.quiet)
+                               progress=not args.quiet, on_start=announce)
     except S.StoreError as e:
         raise UsageError(str(e)) from None
     except DivergenceError as e:
@@ -280,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as e:
         print(f"purify: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (imports, store creation, summary): nothing to save.
+        print("purify: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

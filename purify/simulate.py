@@ -197,7 +197,6 @@ class Simulation:
     config: RunConfig
     run: Path
     progress: bool = True
-    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -259,8 +258,9 @@ class Simulation:
         i = self._eval_index[state.step]
         net = self.network(state)
         if not torch.isfinite(net.W).all():
-            raise DivergenceError(f"weights became non-finite by step {state.step}; "
-                                  f"the learning rate is likely too large")
+            lr = self.config.train.lr if state.step <= self.timeline.clean_steps else self.config.train.adv_lr
+            raise DivergenceError(f"diverged by step {state.step}: the weights became non-finite; "
+                                  f"the learning rate lr={lr} is likely too large")
         res = self._evaluate(net, i)
         norms = self.config.eval.norms
         S.write_region(self.run, "snapshots", "step", i, {
@@ -435,7 +435,7 @@ def simulate(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] | None = None,
+    on_start: Callable[[RunConfig], None] | None = None,
 ) -> dict:
     """Run (or resume) one simulation into ``run`` and return its summary.
 
@@ -446,6 +446,7 @@ def simulate(
     run : path of the run folder (``RUN/store.zarr``, ``RUN/checkpoint.pt``, ...).
     resume : continue the run stored in ``run`` from its last checkpoint.
     overwrite : replace a run already stored in ``run``.
+    on_start : called with the resolved config once the folder is accepted and locked.
 
     Raises
     ------
@@ -466,9 +467,9 @@ def simulate(
             config = RunConfig.from_json(attrs["config_json"])
         else:
             config = config.resolve()
+        if on_start is not None:
+            on_start(config)
         sim = Simulation(config, run, progress=progress)
-        if log is not None:
-            sim.log = log
         if mode == "new":
             sim.create()
         state = sim.start_state(resume=mode == "resume")

@@ -711,7 +711,7 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     -------
     str
         ``"new"`` (the folder exists and is ready for a new run) or ``"resume"`` (it holds a
-        run with a checkpoint or a complete store; the caller checks which).
+        fully created store, with or without a checkpoint; the caller checks which).
 
     Raises
     ------
@@ -756,11 +756,11 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
         )
     if resume:
         try:
-            attrs = read_attrs(run)
+            read_attrs(run)
         except StoreError as e:
             raise StoreError(f"nothing to resume at {run}: {e}") from e
-        if attrs.get("status") != "complete" and not (run / CHECKPOINT_NAME).is_file():
-            raise StoreError(f"nothing to resume at {run}: no checkpoint and not complete")
+        # A complete store without a checkpoint was killed before its first checkpoint
+        # (right after creation): resuming it means starting it at step 0, in place.
         return "resume"
     if overwrite:
         _remove_run_files(run)

@@ -544,8 +544,8 @@ def test_prepare_refuses_foreign_folders(tmp_path: Path, overwrite: bool) -> Non
 def test_prepare_existing_run(run: Path) -> None:
     with pytest.raises(S.StoreError, match="already holds a run; pass --resume"):
         S.prepare_run_dir(run, overwrite=False, resume=False)
-    with pytest.raises(S.StoreError, match="nothing to resume"):
-        S.prepare_run_dir(run, overwrite=False, resume=True)  # no checkpoint, not complete
+    # Killed before its first checkpoint: resumable from step 0.
+    assert S.prepare_run_dir(run, overwrite=False, resume=True) == "resume"
     S.save_checkpoint(run, {"step": 1})
     assert S.prepare_run_dir(run, overwrite=False, resume=True) == "resume"
     (run / S.CHECKPOINT_NAME).unlink()
