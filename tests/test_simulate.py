@@ -259,6 +259,19 @@ def test_resume_of_a_complete_run_changes_nothing(reference, tmp_path):
 # --------------------------------------------------------------------------------------
 
 
+def test_store_killed_before_its_first_checkpoint_resumes_from_step_zero(reference, ref_config, tmp_path):
+    # A kill between store creation and the first checkpoint leaves a store and no checkpoint.
+    from purify.simulate import Simulation
+
+    run = tmp_path / "early"
+    S.prepare_run_dir(run, overwrite=False, resume=False)
+    Simulation(ref_config, run, progress=False).create()
+    assert S.load_checkpoint(run) is None
+    resume_ok(run)
+    assert_same_store(run, reference)
+
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_resume_after_sigkill_is_bitwise_identical(reference, ref_config, tmp_path, seed):
     """Kill the run (SIGKILL) at a seeded random moment after its first checkpoint, resume."""
