@@ -135,6 +135,13 @@ def build_parser() -> _Parser:
     sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    ana = sub.add_parser("analyze", help="compute the per-neuron analyses a run is missing")
+    ana.add_argument("run", type=Path, help="run folder")
+    ana.add_argument("--force", action="store_true", help="recompute analyses already stored")
+    ana.add_argument("--only", type=_str_list, default=None, help="comma-separated analyses (default: all)")
+    ana.add_argument("--transfer-from", type=Path, action="append", default=[],
+                     help="another run of the same problem, for the transfer analysis (repeatable)")
+
     info = sub.add_parser("info", help="print a stored run's config and summary")
     info.add_argument("run", type=Path, help="run folder")
     info.add_argument("--json", action="store_true", help="print the summary as JSON only")
@@ -275,6 +282,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from purify import store as S
+    from purify.analysis import ANALYSES, analyze
+
+    names = args.only or ANALYSES
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown:
+        raise UsageError(f"invalid --only={unknown[0]!r}: allowed: {', '.join(ANALYSES)}")
+    try:
+        S.open_run(args.run, require_complete=True)
+        with S.RunLock(S.run_dir(args.run)):
+            costs = analyze(args.run, names=names, force=args.force, others=args.transfer_from,
+                            log=lambda msg: print(msg, file=sys.stderr))
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:  # e.g. a transfer run of another problem
+        raise UsageError(" ".join(str(e).split())) from None
+    if costs:
+        print("computed: " + ", ".join(f"{n} ({t:.1f} s)" for n, t in costs.items()))
+    else:
+        print("nothing to do: every analysis is stored (use --force to recompute)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``purify`` console script; returns the exit code."""
     from purify.config import ConfigError
@@ -282,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        handler = {"simulate": cmd_simulate, "info": cmd_info}[args.command]
+        handler = {"simulate": cmd_simulate, "info": cmd_info, "analyze": cmd_analyze}[args.command]
         return handler(args)
     except (UsageError, ConfigError) as e:
         print(f"purify: error: {e}", file=sys.stderr)

@@ -310,3 +310,21 @@ def test_ideal_model_is_exactly_robust_below_half_the_small_level():
     torch.testing.assert_close(margin, s.abs() - r * n_act.sqrt(), atol=1e-12, rtol=0)
     # so the examples flipped by it are exactly those outside the guarantee
     assert torch.equal(margin > 0, safe)
+
+
+def test_fused_smoothed_forward_equals_two_smooth_relus():
+    # The in-place fast path (no autograd) must equal Σ_i [h(u−b) − h(−u−b)] term by term,
+    # including neurons whose σ_ρ is 0 (plain ReLU).
+    g = torch.Generator().manual_seed(7)
+    W = torch.randn(40, 12, generator=g, dtype=torch.float64)
+    b = torch.rand(40, generator=g, dtype=torch.float64) * 0.5
+    s = torch.rand(40, generator=g, dtype=torch.float64) * 0.2
+    s[:5] = 0.0
+    x = torch.randn(30, 12, generator=g, dtype=torch.float64)
+    net = SymmetricReLUNet(W, b, s)
+    u = x @ W.T
+    pos, dpos = smooth_relu(u - b, s)
+    neg, dneg = smooth_relu(-u - b, s)
+    out, grad = net.forward_and_input_grad(x)
+    torch.testing.assert_close(out, (pos - neg).sum(dim=1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, (dpos + dneg) @ W, rtol=1e-12, atol=1e-12)

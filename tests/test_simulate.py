@@ -514,3 +514,13 @@ def test_phenomenon_across_seeds(tmp_path, seed):
     assert clean["clean_accuracy"] > 0.75
     assert clean["robust_accuracy_by_attack"]["dense"] < clean["robust_accuracy_by_attack"]["noise"] - 0.2
     assert robust["robust_accuracy"] > clean["robust_accuracy"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_tiny_run_on_cuda_matches_cpu_closely(reference, tmp_path):
+    run = tmp_path / "cuda"
+    simulate_ok(run, *TINY, "--seed", "0", "--device", "cuda")
+    cpu, gpu = S.load_run(reference), S.load_run(run)
+    # Same data and seeds; float round-off differs between devices, so compare loosely.
+    assert abs(float(cpu.clean_accuracy[-1]) - float(gpu.clean_accuracy[-1])) < 0.1
+    assert S.read_attrs(run)["device"].startswith("cuda")

@@ -1,0 +1,75 @@
+"""Analyses that follow every neuron (Allen-Zhu & Li §5–§6, §8.3), stored beside the run.
+
+Each analysis is a module with ``NAME`` and ``compute(data: RunData, **params) -> xr.Dataset``;
+:func:`analyze` runs the ones a run is missing and stores each as group ``analysis/<NAME>``
+of the run store.  A root attribute ``analyses_done`` lists the analyses whose group was
+written completely, so a killed ``purify analyze`` recomputes only what it had not finished.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from purify import store as S
+from purify.analysis.rundata import RunData
+
+# In dependency-free order, cheapest first, so a partial analysis still gives the basics.
+ANALYSES = ("purification", "lottery", "mixture", "perturbations", "lasso", "transfer")
+
+
+def module(name: str):
+    """The analysis module ``purify.analysis.<name>``."""
+    if name not in ANALYSES:
+        raise ValueError(f"unknown analysis {name!r}; allowed: {', '.join(ANALYSES)}")
+    return importlib.import_module(f"purify.analysis.{name}")
+
+
+def done(run: str | Path) -> list[str]:
+    """Analyses completely stored in ``run``."""
+    text = S.read_attrs(run).get("analyses_done", "")
+    return [n for n in text.split(",") if n]
+
+
+def analyze(
+    run: str | Path,
+    *,
+    names: Sequence[str] = ANALYSES,
+    force: bool = False,
+    others: Sequence[str | Path] = (),
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Compute the analyses ``names`` that ``run`` lacks (all of them with ``force``).
+
+    ``others`` are further runs of the same problem for the transfer analysis (§6.2).
+    Returns the seconds each computed analysis took; the costs are also stored as root
+    attributes ``analysis_seconds_<name>``.
+    """
+    for name in names:
+        module(name)  # unknown names fail before any work
+    data = RunData.open(run)
+    other_data = [RunData.open(o) for o in others]
+    finished = done(run)
+    costs: dict[str, float] = {}
+    for name in names:
+        if name in finished and not force:
+            continue
+        if log is not None:
+            log(f"analysis: {name} ...")
+        t0 = time.perf_counter()
+        mod = module(name)
+        ds = mod.compute(data, other=other_data) if name == "transfer" else mod.compute(data)
+        S.write_group(run, f"analysis/{name}", ds)
+        costs[name] = time.perf_counter() - t0
+        finished = [n for n in done(run) if n != name] + [name]
+        S.update_attrs(run, analyses_done=",".join(finished), **{f"analysis_seconds_{name}": costs[name]})
+    return costs
+
+
+def open_analysis(run: str | Path, name: str):
+    """The stored dataset of analysis ``name`` (``StoreError`` if it was not computed)."""
+    if name not in done(run):
+        raise S.StoreError(f"{run} has no {name} analysis; run: purify analyze {run}")
+    return S.open_run(run, f"analysis/{name}")
