@@ -316,10 +316,11 @@ def test_control_matches_the_runs_own_deterministic_evaluations(base_run):
     ds = purification.compute(data)
     assert bool(ds.biases_frozen)
     stored = data.root.robust_accuracy.sel(norm="l2")
+    radii = ds.radius.values  # the control's grid (default: radius 1 only)
     for variant, step in (("clean", data.clean_end), ("robust", data.final)):
         for attack in ("fgm", "dense"):
             np.testing.assert_allclose(ds.control_robust_accuracy.sel(variant=variant, attack=attack).values,
-                                       stored.sel(step=step, attack=attack).values, atol=1e-6)
+                                       stored.sel(step=step, attack=attack, radius=radii).values, atol=1e-6)
     total = float(ds.gain_total)
     assert total == pytest.approx(float(ds.control_accuracy.sel(variant="robust", radius=1.0)
                                         - ds.control_accuracy.sel(variant="clean", radius=1.0)))
