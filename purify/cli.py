@@ -134,6 +134,8 @@ def build_parser() -> _Parser:
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    sim.add_argument("--no-analysis", action="store_true",
+                     help="skip the per-neuron analyses and figures (purify analyze / plot do them later)")
 
     ana = sub.add_parser("analyze", help="compute the per-neuron analyses a run is missing")
     ana.add_argument("run", type=Path, help="run folder")
@@ -141,6 +143,10 @@ def build_parser() -> _Parser:
     ana.add_argument("--only", type=_str_list, default=None, help="comma-separated analyses (default: all)")
     ana.add_argument("--transfer-from", type=Path, action="append", default=[],
                      help="another run of the same problem, for the transfer analysis (repeatable)")
+
+    plot = sub.add_parser("plot", help="draw a run's figures into RUN/figures")
+    plot.add_argument("run", type=Path, help="run folder")
+    plot.add_argument("--pdf", action="store_true", help="also write PDF files")
 
     info = sub.add_parser("info", help="print a stored run's config and summary")
     info.add_argument("run", type=Path, help="run folder")
@@ -245,7 +251,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(format_summary(summary))
     print(f"store: {S.store_path(out)}")
+    if not args.no_analysis:
+        _analyze_and_plot(out)
     return 0
+
+
+def _analyze_and_plot(out: Path) -> None:
+    """The analyses and figures of a finished run; a failure here leaves the run intact."""
+    from purify import store as S
+    from purify.analysis import analyze
+    from purify.plots import plot_run
+
+    with S.RunLock(S.run_dir(out)):
+        costs = analyze(out, log=lambda msg: print(msg, file=sys.stderr))
+    if costs:
+        print("analyses: " + ", ".join(f"{n} ({t:.1f} s)" for n, t in costs.items()))
+    paths = plot_run(out)
+    if paths:
+        print(f"figures: {paths[0].parent}")
 
 
 def _json_safe(value: Any) -> Any:
@@ -306,6 +329,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from purify import store as S
+    from purify.plots import plot_run
+
+    try:
+        S.open_run(args.run)
+        paths = plot_run(args.run, formats=("png", "pdf") if args.pdf else ("png",))
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+    for path in paths:
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``purify`` console script; returns the exit code."""
     from purify.config import ConfigError
@@ -313,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        handler = {"simulate": cmd_simulate, "info": cmd_info, "analyze": cmd_analyze}[args.command]
+        handler = {"simulate": cmd_simulate, "info": cmd_info, "analyze": cmd_analyze,
+                   "plot": cmd_plot}[args.command]
         return handler(args)
     except (UsageError, ConfigError) as e:
         print(f"purify: error: {e}", file=sys.stderr)

@@ -23,14 +23,14 @@ from purify.cli import main
 TINY = [
     "--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",
     "--n-test", "200", "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3",
-    "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet",
+    "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet", "--no-analysis",
 ]
 # An even smaller run for tests that only need *a* run folder (~0.3 s).
 MICRO = [
     "--d", "8", "--k", "1", "--m", "8", "--clean-steps", "4", "--adv-steps", "2", "--n-test", "20",
     "--n-eval", "10", "--batch-size", "16", "--pgd-steps", "1", "--clean-snapshots", "2",
     "--adv-snapshots", "1", "--log-points", "2", "--radii", "1", "--norms", "l2", "--attacks", "fgm",
-    "--quiet",
+    "--quiet", "--no-analysis",
 ]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -200,7 +200,7 @@ def test_config_file_is_used_and_options_override_it(tmp_path: Path):
                    "[eval]\nradii = [1.0]\nnorms = ['l2']\nattacks = ['fgm']\nn_eval = 10\npgd_steps = 1\n")
     out = tmp_path / "run"
     code, _, err = run_main("simulate", "--config", cfg, "--seed", "12", "--clean-steps", "3", "--quiet",
-                            "--out", out)
+                            "--no-analysis", "--out", out)
     assert code == 0, err
     from purify.config import RunConfig
 

@@ -31,7 +31,7 @@ from purify.train import Timeline
 TINY = [
     "--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",
     "--n-test", "200", "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3",
-    "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet",
+    "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet", "--no-analysis",
 ]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 GROUPS = ("", "snapshots", "problem")
@@ -67,7 +67,7 @@ def simulate_ok(run: Path, *options) -> None:
 
 
 def resume_ok(run: Path) -> str:
-    code, stdout, err = run_main("simulate", "--out", run, "--resume", "--quiet")
+    code, stdout, err = run_main("simulate", "--out", run, "--resume", "--quiet", "--no-analysis")
     assert code == 0, err
     return stdout
 
@@ -486,7 +486,7 @@ def test_clean_training_generalizes_but_is_not_robust_and_adversarial_training_h
     options = ["--d", "64", "--k", "4", "--m", "128", "--clean-steps", "256", "--adv-steps", "51",
                "--lr", "1", "--batch-size", "512", "--n-test", "2000", "--n-eval", "1000",
                "--radii", "1", "--norms", "l2", "--clean-snapshots", "3", "--adv-snapshots", "1",
-               "--log-points", "10", "--seed", "0", "--quiet"]
+               "--log-points", "10", "--seed", "0", "--quiet", "--no-analysis"]
     simulate_ok(tmp_path / "run", *options)
     s = summarize(tmp_path / "run")
     clean, robust = s["clean_model"], s["robust_model"]
@@ -506,7 +506,7 @@ def test_phenomenon_across_seeds(tmp_path, seed):
     options = ["--d", "64", "--k", "4", "--m", "128", "--clean-steps", "256", "--adv-steps", "51",
                "--lr", "1", "--batch-size", "512", "--n-test", "2000", "--n-eval", "1000",
                "--radii", "1", "--norms", "l2", "--clean-snapshots", "3", "--adv-snapshots", "1",
-               "--log-points", "10", "--seed", str(seed), "--quiet"]
+               "--log-points", "10", "--seed", str(seed), "--quiet", "--no-analysis"]
     simulate_ok(tmp_path / "run", *options)
     s = summarize(tmp_path / "run")
     clean, robust = s["clean_model"], s["robust_model"]
