@@ -129,6 +129,9 @@ def build_parser() -> _Parser:
     sim.add_argument("--config", type=Path, help="TOML or JSON file with [data] [net] [train] [eval] tables; "
                      "command-line options override it")
     sim.add_argument("--seed", type=INT, default=None, help="root seed (default: drawn and recorded)")
+    sim.add_argument("--problem-seed", type=INT, default=None,
+                     help="seed of the dictionary, teacher and held-out set (default: --seed); runs sharing it "
+                          "differ only in init and training noise, e.g. for purify analyze --transfer-from")
     sim.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
     sim.add_argument("--out", type=Path, default=None, help="run folder (default runs/d{d}-k{k}-seed{seed})")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -185,6 +188,8 @@ def config_from_args(args: argparse.Namespace):
             table[name] = value
     if args.seed is not None:
         raw["seed"] = args.seed
+    if args.problem_seed is not None:
+        raw["problem_seed"] = args.problem_seed
     if args.device is not None:
         raw["device"] = args.device
     return RunConfig.from_dict(raw)
@@ -219,7 +224,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.out is None:
             raise UsageError("--resume needs --out RUN (the run folder to continue)")
         given = [flag for flag, *_ in OPTIONS if getattr(args, _dest(flag)) is not None]
-        given += [flag for flag in ("--config", "--seed", "--device") if getattr(args, flag[2:]) is not None]
+        given += [flag for flag in ("--config", "--seed", "--problem-seed", "--device")
+                  if getattr(args, flag[2:].replace("-", "_")) is not None]
         if given:
             raise UsageError(f"--resume continues the stored run with its own config; drop {given[0]}")
         config = None
@@ -252,7 +258,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(format_summary(summary))
     print(f"store: {S.store_path(out)}")
     if not args.no_analysis:
-        _analyze_and_plot(out)
+        try:
+            _analyze_and_plot(out)
+        except Exception as e:  # the run itself is complete and stored: say so, in one line
+            print(f"purify: error: analysis failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                  f"the run is complete; retry with: purify analyze {out}", file=sys.stderr)
+            return EXIT_FAILED
     return 0
 
 

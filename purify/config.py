@@ -302,9 +302,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int | None = None
+    problem_seed: int | None = None  # dictionary, teacher, held-out set; None → seed
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.problem_seed is not None:
+            _check(_is_int(self.problem_seed) and 0 <= self.problem_seed < 2**63, "problem_seed",
+                   self.problem_seed, "must be an integer in [0, 2^63)")
         if self.seed is not None:
             _check(_is_int(self.seed) and 0 <= self.seed < 2**63, "seed", self.seed,
                    "must be an integer in [0, 2^63)")
@@ -324,8 +328,17 @@ class RunConfig:
             net=self.net.resolve(data),
             train=self.train.resolve(data, evaluation),
             eval=evaluation,
-            seed=resolve_seed(self.seed if seed is None else seed),
+            seed=(resolved := resolve_seed(self.seed if seed is None else seed)),
+            problem_seed=resolved if self.problem_seed is None else self.problem_seed,
         )
+
+    @property
+    def data_seed(self) -> int:
+        """Seed of the problem streams (dictionary, teacher, held-out set): ``problem_seed``,
+        or ``seed`` where it is unset (stores written before ``problem_seed`` existed)."""
+        seed = self.seed if self.problem_seed is None else self.problem_seed
+        assert seed is not None, "resolve() first"
+        return seed
 
     def theory_warnings(self) -> list[str]:
         """One-line notes for parameters outside the theorems' regime (the run still proceeds)."""

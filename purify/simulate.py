@@ -49,8 +49,9 @@ class Stopped(Exception):
 
 def make_problem(config: RunConfig) -> SparseCodingProblem:
     """The run's dictionary, teacher and noise model, drawn from the ``dictionary``/``teacher``
-    streams of its seed (so the store needs no copy of them to be reproduced)."""
-    dc, seed = config.data, config.seed
+    streams of its problem seed (the run seed unless ``--problem-seed`` says otherwise), so
+    runs that share a problem seed share the data distribution and the held-out set."""
+    dc, seed = config.data, config.data_seed
     assert seed is not None and dc.n_features is not None, "resolve() first"
     M = make_dictionary(dc.dictionary, dc.d, dc.n_features, generator=rng.generator(seed, "dictionary"))
     w_star = make_teacher(dc.n_features, generator=rng.generator(seed, "teacher"))
@@ -204,7 +205,7 @@ class Simulation:
         self.device = torch.device(cfg.device)
         self.timeline = Timeline.from_config(cfg)
         self.problem = make_problem(cfg)
-        self.test = self.problem.sample(cfg.data.n_test, generator=rng.generator(cfg.seed, "test")).to(self.device)
+        self.test = self.problem.sample(cfg.data.n_test, generator=rng.generator(cfg.data_seed, "test")).to(self.device)
         train_set = None
         if cfg.data.n_train is not None:
             train_set = self.problem.sample(cfg.data.n_train, generator=rng.generator(cfg.seed, "train_set"))

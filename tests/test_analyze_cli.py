@@ -87,3 +87,27 @@ def test_plot_writes_png_and_pdf(analysed):
     paths = [Path(line) for line in stdout.split()]
     assert any(p.suffix == ".pdf" for p in paths) and any(p.suffix == ".png" for p in paths)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def test_transfer_between_independent_runs_of_one_problem(analysed, tmp_path):
+    # Same --problem-seed: same dictionary, teacher and held-out set; other init and noise.
+    other = tmp_path / "other"
+    code, _, err = run_main("simulate", *SMALL[:-3], "--seed", "5", "--problem-seed", "0", "--quiet",
+                            "--no-analysis", "--out", other)
+    assert code == 0, err
+    a, b = S.load_run(analysed, "problem"), S.load_run(other, "problem")
+    xr.testing.assert_identical(a, b)
+    assert not (S.load_run(analysed, "snapshots").W.values == S.load_run(other, "snapshots").W.values).all()
+    code, stdout, err = run_main("analyze", analysed, "--only", "transfer", "--force", "--transfer-from", other)
+    assert code == 0, err
+    acc = S.load_run(analysed, "analysis/transfer").accuracy
+    assert acc.sizes["source"] == acc.sizes["target_model"] == 4
+    assert ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_transfer_from_another_problem_is_refused(analysed, tmp_path):
+    other = tmp_path / "foreign"
+    code, _, err = run_main("simulate", *SMALL[:-3], "--seed", "6", "--quiet", "--no-analysis", "--out", other)
+    assert code == 0, err
+    code, _, err = run_main("analyze", analysed, "--only", "transfer", "--force", "--transfer-from", other)
+    assert code == 2 and len(err.strip().splitlines()) == 1

@@ -51,6 +51,11 @@ def analyze(
         module(name)  # unknown names fail before any work
     data = RunData.open(run)
     other_data = [RunData.open(o) for o in others]
+    if other_data and "transfer" in names:
+        from purify.analysis.transfer import check_same_problem
+
+        for other in other_data:  # refuse before any work, not after the cheaper analyses
+            check_same_problem(data, other)
     finished = done(run)
     costs: dict[str, float] = {}
     for name in names:

@@ -68,7 +68,7 @@ class RunData:
     @cached_property
     def test(self) -> Batch:
         """The run's held-out set, regenerated from its seed (identical to the one it used)."""
-        return self.problem.sample(self.config.data.n_test, generator=rng.generator(self.config.seed, "test"))
+        return self.problem.sample(self.config.data.n_test, generator=rng.generator(self.config.data_seed, "test"))
 
     # -- the weights ------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ def check_same_problem(data: RunData, other: RunData) -> None:
         raise ValueError(
             f"transfer needs runs of the same data distribution (Sec. 6.2), but {other.run} differs from "
             f"{data.run} in: {', '.join(diffs)}. A different seed also draws a different M and w*; "
-            "train the other run on the same problem (same M, w*) with another initialization seed.")
+            "train the other run with the same --problem-seed and another --seed.")
 
 
 def transfer_matrix(
