@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from purify import store as S
 from purify.analysis import lottery, mixture, perturbations, purification
@@ -22,15 +21,6 @@ from purify.config import DataConfig, EvalConfig, NetConfig, RunConfig, TrainCon
 from purify.simulate import simulate
 
 D_IN, K, WIDTH = 24, 3, 48
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The machine is shared and runs are deterministic per thread count: use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

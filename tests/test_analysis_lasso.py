@@ -29,15 +29,6 @@ from purify.evaluate import robust_correct, sign_correct
 from purify.simulate import simulate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The machine is shared and runs are deterministic per thread count: use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def orthonormal(d: int, seed: int) -> np.ndarray:
     """A Haar-ish orthonormal ``(d, d)`` matrix (rows = atoms)."""
     q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))

@@ -35,15 +35,6 @@ MICRO = [
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Runs are deterministic per thread count; the machine is shared: use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_main(*argv: str) -> tuple[int, str, str]:
     """``purify.cli.main(argv)`` in-process; returns (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()

@@ -40,15 +40,6 @@ VERSION_ATTRS = ("purify_version", "python_version", "torch_version", "numpy_ver
 VOLATILE_ATTRS = ("elapsed_seconds",)  # wall time of the last session: legitimately differs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Runs are compared bit for bit, subprocesses use one thread: so does this process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
