@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from fixtures import LinearModel, gen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,27 +14,6 @@ from purify.attacks import ATTACKS, FGM, NORMS, PGD, DenseAttack, NoiseAttack, N
 from purify.learners import SymmetricReLUNet
 
 F64 = torch.float64
-
-
-def gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-class LinearModel:
-    """f(x) = <w, x>; the steepest-descent attack on it has a closed form."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        self.w = w
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.w
-
-    __call__ = forward
-
-    def forward_and_input_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x @ self.w, self.w.expand_as(x)
 
 
 def random_net(d: int, m: int, seed: int) -> SymmetricReLUNet:

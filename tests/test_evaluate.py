@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from fixtures import LinearModel, gen
 
 from purify.attacks import FGM, PGD, DenseAttack, NoiseAttack
 from purify.data import SparseCodingProblem, make_dictionary, make_teacher
@@ -14,27 +15,6 @@ from purify.evaluate import accuracy, evaluate, robust_correct
 from purify.learners.ideal import IdealRobustModel
 
 F64 = torch.float64
-
-
-def gen(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-class LinearModel:
-    """f(x) = <w, x>."""
-
-    def __init__(self, w: torch.Tensor) -> None:
-        self.w = w
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.w
-
-    __call__ = forward
-
-    def forward_and_input_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x @ self.w, self.w.expand_as(x)
 
 
 def linear_setup(n=500, d=10, seed=0, flip=0.0):
