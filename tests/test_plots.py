@@ -338,23 +338,31 @@ def test_perturbation_density_histograms_every_example():
 
 
 def lasso_dataset() -> xr.Dataset:
-    """The schema assumed for the lasso analysis: ``error`` and ``n_nonzero`` over
-    ``(dictionary, target, alpha)``, ``span_error`` over ``(dictionary, target)``."""
-    alphas = np.geomspace(1e-3, 1.0, 7)
+    """The lasso analysis' schema (``purify/analysis/lasso.py``): ``error`` and ``n_nonzero``
+    over ``(dictionary, target, alpha_index)`` — NaN after a path stops early —,
+    ``span_residual`` and ``atoms_at_error`` over ``(dictionary, target)``."""
+    n_alpha = 7
     dictionaries, targets = ["random", "clean", "robust", "true"], ["input", "clean_delta", "robust_delta"]
-    nnz = np.broadcast_to(np.linspace(20, 1, 7), (4, 3, 7)) * np.arange(1, 5)[:, None, None]
-    err = 1.0 - np.exp(-alphas)[None, None, :] * np.ones((4, 3, 1))
+    nnz = np.broadcast_to(np.linspace(0, 20, n_alpha), (4, 3, n_alpha)) * np.arange(1, 5)[:, None, None]
+    err = np.broadcast_to(np.linspace(1.0, 0.05, n_alpha), (4, 3, n_alpha)).copy()
+    nnz = nnz.copy()
+    nnz[0, :, -2:] = err[0, :, -2:] = np.nan  # the random dictionary's path stopped early
     return xr.Dataset(
-        {"error": (("dictionary", "target", "alpha"), err, {"long_name": "relative error"}),
-         "n_nonzero": (("dictionary", "target", "alpha"), nnz, {"long_name": "mean atoms used"}),
-         "span_error": (("dictionary", "target"), np.full((4, 3), 0.1))},
-        coords={"dictionary": dictionaries, "target": targets, "alpha": alphas},
+        {"error": (("dictionary", "target", "alpha_index"), err, {"long_name": "relative error"}),
+         "n_nonzero": (("dictionary", "target", "alpha_index"), nnz, {"long_name": "mean atoms used"}),
+         "example_error": (("dictionary", "target", "example", "alpha_index"), np.zeros((4, 3, 2, n_alpha))),
+         "span_residual": (("dictionary", "target"), np.full((4, 3), 0.01)),
+         "atoms_at_error": (("dictionary", "target"), np.array([[np.nan] * 3, [12.0] * 3, [6.0] * 3, [3.0] * 3]))},
+        coords={"dictionary": dictionaries, "target": targets, "alpha_index": np.arange(n_alpha)},
+        attrs={"reference_error": 0.2},
     )
 
 
 def test_lasso_curves_one_panel_per_target_one_curve_per_dictionary():
     ds = lasso_dataset()
-    assert curve_variables(ds) == ("error", "n_nonzero", "alpha", "span_error")
+    assert curve_variables(ds) == ("error", "n_nonzero", "alpha_index", "span_residual")
+    # a shuffled path is drawn along increasing sparsity
+    ds = ds.isel(alpha_index=np.random.default_rng(7).permutation(ds.sizes["alpha_index"]))
     fig = lasso_curves(ds, caption=CAPTION)
     check_figure(fig)
     assert len(fig.axes) == 3
@@ -363,9 +371,15 @@ def test_lasso_curves_one_panel_per_target_one_curve_per_dictionary():
         assert len(lines) == 4
         for ln, dictionary in zip(lines, ds.dictionary.values, strict=True):
             x = ds.n_nonzero.sel(dictionary=dictionary, target=target).values
-            order = np.argsort(x)
-            np.testing.assert_allclose(ln.get_xdata(), x[order])  # drawn along increasing sparsity
-            np.testing.assert_allclose(ln.get_ydata(), ds.error.sel(dictionary=dictionary, target=target).values[order])
+            y = ds.error.sel(dictionary=dictionary, target=target).values
+            ok = np.isfinite(x)
+            order = np.argsort(x[ok])
+            np.testing.assert_allclose(ln.get_xdata(), x[ok][order])
+            np.testing.assert_allclose(ln.get_ydata(), y[ok][order])
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels[1] == "clean features: 12 atoms at error 0.2"
+        assert labels[0] == "random features: error 0.2 not reached"
+        assert any(list(ln.get_ydata()) == [0.2, 0.2] for ln in ax.lines)  # reference error
     with pytest.raises(KeyError):
         curve_variables(ds.drop_vars("n_nonzero"))
 

@@ -1,10 +1,12 @@
 """Lasso reconstruction curves: error against sparsity per dictionary (§8.3, Figure 12).
 
-Reads the ``lasso`` analysis: a dataset with dims ``dictionary`` (random / clean / robust /
-true features), ``target`` (``input``, ``clean_delta``, ``robust_delta``) and one path dim
-(the ℓ₁ weights of the sweep), a reconstruction-error variable and a sparsity variable over
-those three dims (found by name, see :func:`curve_variables`), and optionally a
-``(dictionary, target)`` regression error onto each feature span (Remark 8.2).
+Reads the ``lasso`` analysis (``purify/analysis/lasso.py``): dims ``dictionary`` (random /
+clean / robust / true features), ``target`` (``input``, ``clean_delta``, ``robust_delta``) and
+the path dim ``alpha_index``; ``error`` (mean relative error ``‖Wy − x‖²/‖x‖²``) and
+``n_nonzero`` (mean atoms used) over those three dims, NaN after a path stopped early;
+``span_residual(dictionary, target)``, the least-squares error on the whole span (Remark 8.2);
+``atoms_at_error(dictionary, target)`` with the attribute ``reference_error``.  The variables
+are looked up by name (:func:`curve_variables`), with a few alternative names accepted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from purify.plots.style import MODEL_COLORS, as_list, finish, new_figure
 #: Names tried, in order, for the variables of the curves and of the span regression.
 ERROR_NAMES = ("error", "reconstruction_error", "relative_error", "rel_error", "residual")
 SPARSITY_NAMES = ("sparsity", "n_nonzero", "nonzeros", "n_atoms", "support_size", "l0")
-SPAN_NAMES = ("span_error", "regression_error", "span_residual", "projection_error")
+SPAN_NAMES = ("span_residual", "span_error", "regression_error", "projection_error")
 
 _DICT_STYLE = {"random": (MODEL_COLORS["random"], "s"), "init": (MODEL_COLORS["random"], "s"),
                "clean": (MODEL_COLORS["clean"], "o"), "robust": (MODEL_COLORS["robust"], "^"),
@@ -75,31 +77,39 @@ def lasso_curves(lasso: xr.Dataset, *, caption: str = "") -> Figure:
     err, spa, path, span = curve_variables(lasso)
     targets = as_list(lasso.target.values)
     dictionaries = as_list(lasso.dictionary.values)
-    fig = new_figure(4.8 * len(targets) + 0.4, 4.4)
+    ref = lasso.attrs.get("reference_error")
+    at_ref = lasso["atoms_at_error"] if "atoms_at_error" in lasso else None
+    fig = new_figure(4.8 * len(targets) + 0.4, 5.8)
     axes = np.atleast_1d(fig.subplots(1, len(targets), squeeze=False)[0])
     for ax, target in zip(axes, targets, strict=True):
         for dictionary in dictionaries:
             color, marker = _DICT_STYLE.get(str(dictionary), (None, "o"))
             x = np.asarray(lasso[spa].sel(dictionary=dictionary, target=target).transpose(path).values, np.float64)
             y = np.asarray(lasso[err].sel(dictionary=dictionary, target=target).transpose(path).values, np.float64)
-            ok = np.isfinite(x) & np.isfinite(y)
+            ok = np.isfinite(x) & np.isfinite(y)  # a path that stopped early is NaN after its end
             order = np.argsort(x[ok], kind="stable")
-            line = ax.plot(x[ok][order], y[ok][order], marker=marker, ms=3.5, lw=1.6, color=color,
-                           label=f"{dictionary} features")[0]
+            label = f"{dictionary} features"
+            if at_ref is not None and ref is not None:
+                n = float(at_ref.sel(dictionary=dictionary, target=target))
+                label += f": {n:.0f} atoms at error {ref:g}" if np.isfinite(n) else f": error {ref:g} not reached"
+            line = ax.plot(x[ok][order], y[ok][order], marker=marker, ms=3.5, lw=1.6, color=color, label=label)[0]
             if span is not None:
                 s = float(lasso[span].sel(dictionary=dictionary, target=target))
                 if np.isfinite(s):
                     ax.axhline(s, color=line.get_color(), ls=":", lw=1.0)
+        if ref is not None:
+            ax.axhline(float(ref), color="0.5", lw=0.8, ls="--")
         ax.set_title(TARGET_TITLES.get(str(target), str(target)))
-        ax.set_xlabel(_axis_label(lasso[spa], "atoms used (sparsity)"))
-        ax.set_ylabel(_axis_label(lasso[err], "reconstruction error"))
-        ax.set_ylim(bottom=0.0)
+        # Curves start at 0 atoms (error 1) and the sparse end is what matters: linear up to one
+        # atom, logarithmic beyond, so a handful of atoms is not squashed against the axis.
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
         ax.set_xlim(left=0.0)
-        ax.legend(fontsize=8, title="span regression: dotted" if span is not None else None, title_fontsize=7)
+        ax.set_xlabel("atoms used (mean non-zero codes, log scale above 1)")
+        ax.set_ylabel(r"relative error $\|W y - x\|^2 / \|x\|^2$")
+        ax.set_ylim(bottom=0.0)
+        title = "dashed: reference error" if ref is not None else None
+        if span is not None:
+            title = (title + ", " if title else "") + "dotted: span regression"
+        # Below the panel: the curves fill every corner of it.
+        ax.legend(fontsize=7, title=title, title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return finish(fig, "Lasso reconstructions: error vs sparsity per dictionary (Figure 12 analogue)", caption)
-
-
-def _axis_label(var: xr.DataArray, default: str) -> str:
-    """The variable's ``long_name`` (wrapped short enough for an axis), else ``default``."""
-    text = str(var.attrs.get("long_name", "")) or default
-    return text if len(text) <= 60 else default + f" ({var.name})"
