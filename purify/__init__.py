@@ -6,3 +6,39 @@ The pipeline, one module each: :mod:`purify.data` → :mod:`purify.learners` →
 """
 
 __version__ = "0.1.0"
+
+# The names a notebook or script needs, importable from the top (``from purify import
+# ensure_run, RunData``) but loaded on first use, so ``purify --help`` does not import torch.
+# The function ``simulate`` stays at ``purify.simulate.simulate``: the top-level name is the module.
+_EXPORTS = {
+    "RunConfig": "purify.config",
+    "DataConfig": "purify.config",
+    "NetConfig": "purify.config",
+    "TrainConfig": "purify.config",
+    "EvalConfig": "purify.config",
+    "ensure_run": "purify.pipeline",
+    "open_run": "purify.store",
+    "load_run": "purify.store",
+    "RunData": "purify.analysis.rundata",
+    "analyze": "purify.analysis",
+    "open_analysis": "purify.analysis",
+    "plot_run": "purify.plots",
+    "draw": "purify.plots",
+    "summarize": "purify.summary",
+    "format_summary": "purify.summary",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'purify' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -3,6 +3,11 @@
 Thin runners in the style of msprime: :func:`main` takes ``argv`` so tests call it
 directly; each subcommand parses, validates everything before any work, calls the library
 and prints.  Bad input ends with one line ``purify: error: ...`` and exit code 2.
+
+Exit codes: 0 done; 1 a failure during the work (divergence, a write that failed: disk full,
+I/O error), with the store kept at its last good state; 2 bad input or an unusable folder or
+store (missing, foreign, damaged, in use, unwritable), nothing done; 130 interrupted.
+Every command that reads a store checks it first (`purify.store.verify_run`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
 import tomllib
 import warnings
@@ -151,9 +158,21 @@ def build_parser() -> _Parser:
     plot.add_argument("run", type=Path, help="run folder")
     plot.add_argument("--pdf", action="store_true", help="also write PDF files")
 
+    exp = sub.add_parser("experiment", help="reproduce a companion paper's experiment (--list names them)")
+    exp.add_argument("name", nargs="?", default=None, help="experiment name (see --list)")
+    exp.add_argument("--list", action="store_true", help="list the experiments and exit")
+    exp.add_argument("--quick", action="store_true", help="small grids, at most ~90 s on 2 cores")
+    exp.add_argument("--seed", type=INT, default=0, help="root seed (default 0)")
+    exp.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    exp.add_argument("--out", type=Path, default=None,
+                     help="output folder (default runs/experiments/NAME, NAME-quick with --quick)")
+    exp.add_argument("--overwrite", action="store_true", help="replace the experiment in --out")
+    exp.add_argument("--quiet", action="store_true", help="no progress bars")
+
     info = sub.add_parser("info", help="print a stored run's config and summary")
     info.add_argument("run", type=Path, help="run folder")
     info.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    _add_sweep_parsers(sub)
     return parser
 
 
@@ -246,6 +265,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", TheoryWarning)
             summary = simulate(config, out, resume=args.resume, overwrite=args.overwrite,
                                progress=not args.quiet, on_start=announce)
+    except S.StoreWriteError as e:
+        print(f"purify: error: {e}; fix the cause (e.g. free disk space), then resume with: "
+              f"purify simulate --out {out} --resume", file=sys.stderr)
+        return EXIT_FAILED
     except S.StoreError as e:
         raise UsageError(str(e)) from None
     except DivergenceError as e:
@@ -293,12 +316,58 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _experiment_info(args: argparse.Namespace, attrs: dict) -> int:
+    """``purify info`` on an experiment folder: its claims table (JSON) or its summary.md."""
+    from purify import store as S
+
+    if attrs.get("status") != "complete":
+        raise UsageError(f"experiment at {S.run_dir(args.run)} is not complete (status: {attrs.get('status')})")
+    if args.json:
+        keep = ("experiment", "quick", "seed", "device", "elapsed_seconds")
+        out = {k: attrs.get(k) for k in keep} | {
+            "params": json.loads(attrs["params_json"]), "claims": json.loads(attrs["claims_json"])}
+        print(json.dumps(_json_safe(out), indent=2, allow_nan=False))
+        return 0
+    summary = S.run_dir(args.run) / S.SUMMARY_NAME
+    try:
+        print(summary.read_text(), end="")
+    except OSError as e:
+        raise UsageError(f"cannot read {summary}: {e.strerror or e}") from None
+    return 0
+
+
+def _checked_run(run: Path) -> dict[str, Any]:
+    """Check a store before a reading command uses it: format, manifest, every chunk,
+    completion state and (for a run) a readable config. Returns its root attributes."""
+    from purify import store as S
+    from purify.config import ConfigError, RunConfig
+
+    attrs = S.verify_run(run)
+    if attrs.get("kind") != "experiment":
+        try:
+            RunConfig.from_json(attrs["config_json"])
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise S.StoreError(f"{S.store_path(run)} has no readable run config "
+                               f"({type(e).__name__}); the store is damaged") from e
+    return attrs
+
+
+def _fail_during_work(what: str, e: Exception, retry: str) -> int:
+    """A write (or read) that failed part-way: one line, exit 1; earlier results are kept."""
+    text = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
+    print(f"purify: error: {what}: {text}; what was stored before is intact; retry with: {retry}",
+          file=sys.stderr)
+    return EXIT_FAILED
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from purify import store as S
     from purify.summary import format_summary, summarize
 
     try:
-        attrs = S.read_attrs(args.run)
+        attrs = _checked_run(args.run)
+        if attrs.get("kind") == "experiment":
+            return _experiment_info(args, attrs)
         S.open_run(args.run)
         summary = summarize(args.run, allow_running=True)
     except S.StoreError as e:
@@ -307,7 +376,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
         return 0
     config = json.loads(attrs["config_json"])
-    print(f"run: {S.run_dir(args.run)}  status: {attrs.get('status')} {attrs.get('status_reason', '')}".rstrip())
+    status, folder = attrs.get("status"), S.run_dir(args.run)
+    line = f"run: {folder}  status: {status} {attrs.get('status_reason', '')}".rstrip()
+    if status == "stopped" or (status == "running" and S.writer_pid(args.run) is None):
+        note = "" if status == "stopped" else "no process is writing it; "
+        line += f" ({note}resume with: purify simulate --out {folder} --resume)"
+    print(line)
+    train = config.get("train", {})
+    print(f"completed step: {attrs.get('completed_step')} of "
+          f"{train.get('clean_steps', 0) + train.get('adv_steps', 0)} (the last checkpoint)")
     print(f"seed: {attrs.get('seed')}  purify {attrs.get('purify_version')}  torch {attrs.get('torch_version')}")
     for section in ("data", "net", "train", "eval"):
         items = " ".join(f"{k}={v}" for k, v in config[section].items())
@@ -325,10 +402,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"invalid --only={unknown[0]!r}: allowed: {', '.join(ANALYSES)}")
     try:
-        S.open_run(args.run, require_complete=True)
+        for run in (args.run, *args.transfer_from):
+            _checked_run(run)
+            S.open_run(run, require_complete=True)
         with S.RunLock(S.run_dir(args.run)):
             costs = analyze(args.run, names=names, force=args.force, others=args.transfer_from,
                             log=lambda msg: print(msg, file=sys.stderr))
+    except (S.StoreWriteError, OSError) as e:
+        return _fail_during_work(f"cannot write the analyses of {args.run}", e, f"purify analyze {args.run}")
     except S.StoreError as e:
         raise UsageError(str(e)) from None
     except ValueError as e:  # e.g. a transfer run of another problem
@@ -345,10 +426,142 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from purify.plots import plot_run
 
     try:
+        _checked_run(args.run)
         S.open_run(args.run)
         paths = plot_run(args.run, formats=("png", "pdf") if args.pdf else ("png",))
+    except OSError as e:
+        return _fail_during_work(f"cannot write the figures of {args.run}", e, f"purify plot {args.run}")
     except S.StoreError as e:
         raise UsageError(str(e)) from None
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from purify import store as S
+    from purify.experiments import EXPERIMENTS, run_experiment
+    from purify.experiments.framework import SUMMARY_NAME, module_doc
+
+    if args.list:
+        for name in EXPERIMENTS:
+            print(f"{name:18s} {module_doc(name)}")
+        return 0
+    if args.name not in EXPERIMENTS:
+        raise UsageError(f"experiment: unknown name {args.name!r}; allowed: {', '.join(EXPERIMENTS)}")
+    if args.seed < 0:
+        raise UsageError(f"--seed: {args.seed} is negative; allowed: an integer >= 0")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise UsageError(f"--device: {args.device!r} is not allowed; allowed: cpu, cuda, cuda:N")
+    _check_device(args.device)
+    try:
+        out = run_experiment(args.name, args.out, quick=args.quick, seed=args.seed, device=args.device,
+                             progress=not args.quiet, overwrite=args.overwrite)
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+    print((out / SUMMARY_NAME).read_text())
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_sweep_parsers(sub) -> None:
+    sw = sub.add_parser("sweep", help="run a grid of simulations on Dask and combine their summaries",
+                        description="Run one simulation per cell of a grid on Dask and combine their summaries "
+                                    "into SWEEP/sweep.zarr. Every simulate option takes V1,V2,... to make it an "
+                                    "axis (options whose value is a list separate axis values with ';').")
+    sw.add_argument("spec", nargs="?", type=Path, default=None,
+                    help="sweep file (TOML or JSON): [base] config, [axes], [collect]; see README 'Sweeps'")
+    for flag, _, _, _, help_text in OPTIONS:
+        sw.add_argument(flag, dest=_dest(flag), default=None, metavar="V[,V...]", help=help_text)
+    sw.add_argument("--seed", default=None, help="seed, or seeds S1,S2,... as an axis (default 0)")
+    sw.add_argument("--seeds", type=INT, default=None, help="seeds 0..N-1 as an axis")
+    sw.add_argument("--problem-seed", default=None, help="problem seed(s) (default: each cell's seed)")
+    sw.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
+    sw.add_argument("--analyses", type=_str_list, default=None,
+                    help="analyses run per cell whose scalar results are collected, e.g. lottery,mixture "
+                         "(default: the file's [collect], else none)")
+    sw.add_argument("--out", type=Path, default=None,
+                    help="sweep folder (default sweeps/<file name> or sweeps/<axis names>)")
+    sw.add_argument("--workers", type=INT, default=None, help="local worker processes (default cores/threads)")
+    sw.add_argument("--threads-per-cell", type=INT, default=1,
+                    help="torch/BLAS threads of each cell (default 1; results depend on it, not on --workers)")
+    sw.add_argument("--scheduler", default=None,
+                    help="address of a running Dask scheduler (tcp://HOST:PORT) to use instead of a local cluster")
+    sw.add_argument("--retries", type=INT, default=2, help="extra attempts of a failed cell (default 2)")
+    sw.add_argument("--overwrite", action="store_true", help="delete the sweep's cells and results and start again")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = sub.add_parser("sweep-plot", help="draw a sweep's phase diagrams into SWEEP/figures")
+    sp.add_argument("sweep", type=Path, help="sweep folder")
+    sp.add_argument("--vars", type=_str_list, default=None,
+                    help="variables to draw (default robust/clean accuracy before and after, weight change)")
+    sp.add_argument("--x", default=None, help="axis along x (default: the first axis with several values)")
+    sp.add_argument("--y", default=None, help="axis along y of the heatmaps (default: the next one)")
+    sp.add_argument("--pdf", action="store_true", help="also write PDF files")
+
+
+_LIST_KINDS = (_float_list, _str_list, _levels)
+
+
+def _sweep_values(flag: str, text: str, kind: Callable[[str], Any]) -> tuple[Any, ...]:
+    """``V1,V2,...`` as typed axis values; list-valued options separate their values by ``;``."""
+    parts = [p.strip() for p in text.split(";" if kind in _LIST_KINDS else ",")]
+    try:
+        return tuple(kind(p) for p in parts if p)
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"invalid {flag}: {e}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from purify import sweep as SW
+
+    for flag, value, low in (("--workers", args.workers, 1), ("--threads-per-cell", args.threads_per_cell, 1),
+                             ("--retries", args.retries, 0), ("--seeds", args.seeds, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"invalid {flag}={value}: must be an integer >= {low}")
+    if args.workers is not None and args.scheduler:
+        raise UsageError("--workers sizes the local cluster; the cluster at --scheduler has its own workers")
+    if args.seeds is not None and args.seed is not None:
+        raise UsageError("--seed and --seeds cannot be combined")
+    overrides = [(f"{section}.{name}", _sweep_values(flag, getattr(args, _dest(flag)), kind))
+                 for flag, section, name, kind, _ in OPTIONS if getattr(args, _dest(flag)) is not None]
+    for flag, key, kind in (("--seed", "seed", INT), ("--problem-seed", "problem_seed", INT), ("--device", "device", str)):
+        text = getattr(args, key)
+        if text is not None:
+            overrides.append((key, _sweep_values(flag, text, kind)))
+    if args.seeds is not None:
+        overrides.append(("seed", tuple(range(args.seeds))))
+    stored = SW.stored_spec(args.out) if args.spec is None and args.out is not None else None
+    if args.spec is None and not overrides and stored is None:
+        raise UsageError("give a sweep file or options with several values, e.g. purify sweep --d 200,400 --seeds 3")
+    try:
+        aliases = {flag.lstrip("-"): f"{section}.{name}" for flag, section, name, *_ in OPTIONS}
+        spec = SW.build_spec(args.spec, overrides, analyses=args.analyses, aliases=aliases, stored=stored)
+        out = args.out or SW.default_out(args.spec, spec)
+        result = SW.run_sweep(spec, out, workers=args.workers, threads_per_cell=args.threads_per_cell,
+                              scheduler=args.scheduler, retries=args.retries, overwrite=args.overwrite,
+                              progress=not args.quiet)
+    except SW.SweepError as e:
+        raise UsageError(str(e)) from None
+    except SW.SweepInterrupted as e:
+        print(f"purify: sweep {e}; finished cells are stored; run the same command again to go on",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(SW.format_result(result))
+    return EXIT_FAILED if result.dataset.attrs["n_failed"] else 0
+
+
+def cmd_sweep_plot(args: argparse.Namespace) -> int:
+    from purify import store as S
+    from purify.plots.sweep import plot_sweep
+
+    try:
+        paths = plot_sweep(args.sweep, variables=args.vars, x=args.x, y=args.y,
+                           formats=("png", "pdf") if args.pdf else ("png",))
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:  # an unknown axis or variable
+        raise UsageError(" ".join(str(e).split())) from None
     for path in paths:
         print(path)
     return 0
@@ -362,7 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         handler = {"simulate": cmd_simulate, "info": cmd_info, "analyze": cmd_analyze,
-                   "plot": cmd_plot}[args.command]
+                   "plot": cmd_plot, "experiment": cmd_experiment, "sweep": cmd_sweep,
+                   "sweep-plot": cmd_sweep_plot}[args.command]
         return handler(args)
     except (UsageError, ConfigError) as e:
         print(f"purify: error: {e}", file=sys.stderr)
@@ -371,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Ctrl-C outside the training loop (imports, store creation, summary): nothing to save.
         print("purify: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `purify info RUN | head`: the reader left; say nothing more (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ resumes bit-for-bit, and marks the store ``complete``, ``stopped`` (Ctrl-C) or `
 
 from __future__ import annotations
 
+import contextlib
+import json
 import platform
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from torch import Tensor
 from purify import rng
 from purify import store as S
 from purify.attacks import Attack, make_attack
-from purify.config import RunConfig
+from purify.config import ConfigError, RunConfig
 from purify.data import Batch, DataStream, SparseCodingProblem, make_dictionary, make_teacher
 from purify.evaluate import accuracy, evaluate
 from purify.learners.ideal import IdealRobustModel
@@ -457,15 +460,23 @@ def simulate(
         NaN or inf appeared; the store is marked ``failed`` with the message.
     Stopped
         SIGINT/SIGTERM arrived; the store holds a checkpoint to resume from.
+    purify.store.StoreWriteError
+        Writing the store or a checkpoint failed during the run (disk full, ...): the store is
+        marked ``failed`` if it still can be, and resumes from its last checkpoint once fixed.
     """
     run = Path(run)
     mode = S.prepare_run_dir(run, overwrite=overwrite, resume=resume)
     with S.RunLock(run):
         if mode == "resume":
-            attrs = S.read_attrs(run)
+            # Resuming adds to what is stored: a damaged store must not end up "complete".
+            attrs = S.verify_run(run)
             if attrs.get("status") == "complete":
                 return summarize(run)
-            config = RunConfig.from_json(attrs["config_json"])
+            try:
+                config = RunConfig.from_json(attrs["config_json"])
+            except (KeyError, TypeError, ValueError, ConfigError) as e:
+                raise S.StoreError(f"cannot resume {run}: its stored config is unreadable "
+                                   f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
         else:
             config = config.resolve()
         if on_start is not None:
@@ -474,23 +485,45 @@ def simulate(
         if mode == "new":
             sim.create()
         state = sim.start_state(resume=mode == "resume")
-        S.update_attrs(run, status="running", status_reason="")
-        previous = {sig: signal.signal(sig, sim.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            t0 = time.perf_counter()
-            sim.run_steps(state)
-            S.update_attrs(run, elapsed_seconds=float(time.perf_counter() - t0))
-        except Stopped as e:
-            S.update_attrs(run, status="stopped", status_reason=f"interrupted after step {e.step}")
-            raise
-        except DivergenceError as e:
-            S.update_attrs(run, status="failed", status_reason=str(e))
-            raise
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        summary = summarize(run, allow_running=True)
-        import json
-
-        S.update_attrs(run, status="complete", status_reason="", summary_json=json.dumps(summary))
+            S.update_attrs(run, status="running", status_reason="")
+            # Python lets only the main thread set handlers; elsewhere (a Dask worker thread) the
+            # host process owns the signals and a killed run resumes from its checkpoint.
+            on_main = threading.current_thread() is threading.main_thread()
+            stops = (signal.SIGINT, signal.SIGTERM) if on_main else ()
+            previous = {sig: signal.signal(sig, sim.request_stop) for sig in stops}
+            try:
+                t0 = time.perf_counter()
+                sim.run_steps(state)
+                S.update_attrs(run, elapsed_seconds=float(time.perf_counter() - t0))
+            except Stopped as e:
+                S.update_attrs(run, status="stopped", status_reason=f"interrupted after step {e.step}")
+                raise
+            except DivergenceError as e:
+                S.update_attrs(run, status="failed", status_reason=str(e))
+                raise
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            summary = summarize(run, allow_running=True)
+            S.update_attrs(run, status="complete", status_reason="", summary_json=json.dumps(summary))
+        except OSError as e:
+            raise _write_failed(run, state.step, e) from e
         return summary
+
+
+def _write_failed(run: Path, step: int, error: OSError) -> S.StoreWriteError:
+    """Mark the store failed after a write error, if the disk still allows it, and say where
+    the run can resume from (its chunk and checkpoint writes are atomic: nothing is torn)."""
+    try:
+        done = S.read_attrs(run).get("completed_step", -1)
+    except S.StoreError:
+        done = -1
+    reason = (f"cannot write to {run}: {error.strerror or error} (at step {step}; the last "
+              f"checkpoint is at step {done})")
+    marked = False
+    with contextlib.suppress(OSError, S.StoreError):
+        S.update_attrs(run, status="failed", status_reason=reason)
+        marked = True
+    note = "the store is marked failed" if marked else "the store could not be marked failed either"
+    return S.StoreWriteError(f"{reason}; {note}")

@@ -13,6 +13,15 @@ Training pre-allocates the whole store with `create_store` and then fills it in 
 with `write_region`. Every file of the store is replaced atomically (temp file + ``os.replace``),
 so a run killed with SIGKILL at any moment leaves a store that opens and whose completed
 writes are intact. Writers are expected to hold the `RunLock` of the run.
+
+Integrity (format version 2): every chunk of every array is on disk from creation on (NaN
+where nothing was written yet, so a missing chunk means a truncated store, not "not yet
+written"), every zstd frame carries a checksum (a corrupted chunk fails to decode instead of
+giving wrong numbers), and the root attributes hold a manifest of the groups and arrays the
+store must have (``layout_json``, kept by this module and hidden from `read_attrs` and
+`open_run`). `open_run` checks the structure of the group it opens; `verify_run` checks the
+whole store and decodes every chunk. Groups written later (`write_group`) are staged outside
+the store and renamed into place, so they are either absent or complete.
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -38,15 +49,27 @@ from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
 FORMAT_NAME = "purify-run"
-FORMAT_VERSION = 1
+#: 1: first layout. 2: every chunk written at creation, checksummed zstd frames, the
+#: ``layout_json`` manifest (see the module docstring). Both are read; version 1 stores get
+#: the checks their content allows (no manifest, no checksums).
+FORMAT_VERSION = 2
 STORE_NAME = "store.zarr"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOCK_NAME = ".lock"
 FIGURES_NAME = "figures"
 TMP_NAME = ".zarr-tmp"
+SUMMARY_NAME = "summary.md"  # written beside the store by `purify experiment`
+
+#: Root attribute holding the manifest ``{group: [array, ...]}`` of a version-2 store.
+LAYOUT_ATTR = "layout_json"
 
 #: Root attributes owned by this module; callers may not set them.
-RESERVED_ATTRS = frozenset({"format", "format_version"})
+RESERVED_ATTRS = frozenset({"format", "format_version", LAYOUT_ATTR})
+
+#: Values of the root ``status`` attribute: ``running`` (being written, or killed while it
+#: was: `writer_pid` tells), ``stopped`` (Ctrl-C/SIGTERM, resumable), ``complete``, ``failed``
+#: (with ``status_reason``).
+STATUSES = ("running", "stopped", "complete", "failed")
 
 #: A lock file that cannot be parsed is only treated as stale after this many seconds,
 #: because its owner may be between creating it and writing its content.
@@ -54,8 +77,10 @@ LOCK_GRACE_SECONDS = 5.0
 
 AttrValue = str | int | float | bool
 
-_COMPRESSORS = (ZstdCodec(level=3),)
+# checksum=True: a flipped bit in a chunk must fail to decode rather than read as a number.
+_COMPRESSORS = (ZstdCodec(level=3, checksum=True),)
 _CHECKPOINT_TMP_PREFIX = CHECKPOINT_NAME + ".tmp-"
+_STAGE_PREFIX = "group-"
 
 
 class StoreError(Exception):
@@ -63,6 +88,46 @@ class StoreError(Exception):
 
     The CLI prints the message and exits with status 2.
     """
+
+
+class StoreWriteError(StoreError):
+    """Writing to a store failed part-way through work (disk full, permissions, I/O error).
+
+    What was written before stays intact. The CLI prints the message and exits with status 1
+    (a failure during work), not 2 (bad input).
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Fault injection (reliability tests)
+# --------------------------------------------------------------------------------------
+
+#: ``PURIFY_FAULT_KILL_AT=N`` makes the process SIGKILL itself at its N-th fault point: the
+#: moments just before a store file, a checkpoint or a staged group is renamed into place.
+#: Read at every fault point (one dictionary lookup, next to a file write), so a process
+#: forked after import can be given its own N.
+_fault_count = 0
+
+#: Set to a list to record the label of every fault point reached (tests plan kills with it).
+FAULT_TRACE: list[str] | None = None
+
+
+def fault_point(label: str) -> None:
+    """Mark a moment where a kill is most damaging; see ``PURIFY_FAULT_KILL_AT`` above.
+
+    `label` says what is in flight: ``store:<key>``, ``checkpoint`` or ``group:<path>``.
+    """
+    global _fault_count
+    if FAULT_TRACE is not None:
+        FAULT_TRACE.append(label)
+    kill_at = os.environ.get("PURIFY_FAULT_KILL_AT")
+    if not kill_at:
+        return
+    _fault_count += 1
+    if _fault_count == int(kill_at):
+        sys.stderr.write(f"purify: fault injection: SIGKILL at {label}\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------------------
@@ -107,6 +172,9 @@ class AtomicLocalStore(LocalStore):
     which also keeps writes atomic on zarr versions that did not rename at all.
     """
 
+    #: Prefix of the keys in fault-point labels (a staged group names its final place).
+    fault_prefix = ""
+
     @property
     def tmp_dir(self) -> Path:
         """Folder of in-flight temp files, beside the store root."""
@@ -120,6 +188,7 @@ class AtomicLocalStore(LocalStore):
         try:
             with tmp.open("xb") as f:
                 f.write(value.as_numpy_array())
+            fault_point(f"store:{self.fault_prefix}{key}")
             if exclusive:
                 os.link(tmp, path)  # raises FileExistsError instead of replacing
                 tmp.unlink()
@@ -201,21 +270,60 @@ def _prepare_dataset(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def _write_group(store: AtomicLocalStore, group: str, ds: xr.Dataset, mode: str) -> None:
+def _write_group(
+    store: AtomicLocalStore, group: str, ds: xr.Dataset, mode: str, *, at: str | None = None
+) -> None:
+    """Write `ds` as `group` (encoded as that group), at path `at` of `store` (default `group`).
+
+    Chunks equal to the fill value (NaN) are written too: in a version-2 store every chunk
+    exists, so a missing one is damage.
+    """
     ds = _prepare_dataset(ds)
+    where = group if at is None else at
     ds.to_zarr(
         store,
-        group=group or None,
+        group=where or None,
         mode=mode,
         zarr_format=3,
         consolidated=False,
         encoding=_encoding(group, ds),
+        write_empty_chunks=True,
     )
+
+
+def _read_node(meta_path: Path) -> dict[str, Any] | None:
+    """The parsed ``zarr.json`` at `meta_path`, or None if absent or unreadable."""
+    try:
+        return _read_json(meta_path)
+    except (OSError, ValueError):
+        return None
+
+
+def _scan_layout(root: Path, prefix: str = "") -> dict[str, list[str]]:
+    """``{group: sorted array names}`` of every group found on disk below `root`.
+
+    Group paths are relative to `root`, with `prefix` (``"a/b/"``) put in front.
+    """
+    layout: dict[str, list[str]] = {}
+    for meta_path in sorted(root.rglob("zarr.json")):
+        meta = _read_node(meta_path)
+        if meta is None or meta.get("node_type") != "group":
+            continue
+        rel = meta_path.parent.relative_to(root).as_posix()
+        group = (prefix + ("" if rel == "." else rel)).strip("/")
+        layout[group] = sorted(
+            child.name
+            for child in meta_path.parent.iterdir()
+            if (_read_node(child / "zarr.json") or {}).get("node_type") == "array"
+        )
+    return layout
 
 
 def _merge_root_attrs(store: AtomicLocalStore, attrs: Mapping[str, AttrValue]) -> None:
     root = zarr.open_group(store, mode="r+", zarr_format=3)
-    root.attrs.update(dict(attrs))  # one rewrite of the root zarr.json
+    # One rewrite of the root zarr.json, so the new attributes land together or not at all.
+    # (``root.attrs.update`` would rewrite it once per key, e.g. "complete" before its summary.)
+    root.update_attributes(dict(attrs))
 
 
 def create_store(
@@ -256,16 +364,31 @@ def create_store(
         _write_group(store, "", root_ds.assign_attrs(root_attrs), mode="w-")
         for group in sorted(g for g in groups if g):  # parents before children
             _write_group(store, group, groups[group], mode="w-")
-        _merge_root_attrs(store, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+        layout = json.dumps(_scan_layout(path), sort_keys=True)
+        _merge_root_attrs(
+            store, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, LAYOUT_ATTR: layout}
+        )
     except OSError as e:
         raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+class _StagingStore(AtomicLocalStore):
+    """The store of a group being staged in ``RUN/.zarr-tmp/``; its temp files go beside it."""
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root.parent
 
 
 def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
     """Write (or replace) one non-root group of an existing store, e.g. ``analysis/<name>``.
 
-    Replacing a group is not atomic as a whole: a write killed mid-way leaves the group
-    partial, to be rewritten by running the analysis again. The rest of the store is untouched.
+    The group is written in full to a staging folder in ``RUN/.zarr-tmp/`` and then renamed
+    into place, so a reader, or a writer killed at any moment, sees the old group, no group or
+    the whole new group, never a part of one. In a version-2 store the manifest drops the group
+    before an old one is moved aside and lists it once the new one is in place; `has_group`
+    tells whether it is there. Parent groups are created as needed. The rest of the store is
+    untouched. Callers hold the run's `RunLock` (it also sweeps staging folders of killed writers).
 
     Parameters
     ----------
@@ -275,11 +398,54 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
         Group path, not ``""``.
     ds : xr.Dataset
         Its content.
+
+    Raises
+    ------
+    StoreError
+        If there is no valid purify run store at `run`.
+    StoreWriteError
+        If the group cannot be written (disk full, permissions, ...); a group being replaced
+        may then be absent.
     """
+    group = group.strip("/")
     if not group:
         raise ValueError("write_group cannot replace the root group; use create_store")
-    _root_metadata(store_path(run))
-    _write_group(_writable_store(run), group, ds, mode="w")
+    path = store_path(run)
+    layout = _layout(path, _root_metadata(path))
+    tmp = path.parent / TMP_NAME
+    stage = tmp / f"{_STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+    old: Path | None = None
+    try:
+        tmp.mkdir(exist_ok=True)
+        staging = _StagingStore(stage)
+        staging.fault_prefix = group + "/"
+        _write_group(staging, group, ds, mode="w-", at="")
+        arrays = _scan_layout(stage)[""]
+        store = _writable_store(path)
+        parts = group.split("/")
+        parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        for parent in parents:
+            if not (path / parent / "zarr.json").is_file():
+                zarr.open_group(store, mode="a", path=parent, zarr_format=3)
+        target = path / group
+        if layout is not None and group in layout:
+            del layout[group]
+            _merge_root_attrs(store, {LAYOUT_ATTR: json.dumps(layout, sort_keys=True)})
+        if target.exists():
+            old = tmp / f"old-{os.getpid()}-{uuid.uuid4().hex}"
+            os.rename(target, old)
+        fault_point(f"group:{group}")
+        os.rename(stage, target)
+        if layout is not None:
+            layout.update({p: layout.get(p, []) for p in parents})
+            layout[group] = arrays
+            _merge_root_attrs(store, {LAYOUT_ATTR: json.dumps(layout, sort_keys=True)})
+    except OSError as e:
+        raise StoreWriteError(f"cannot write group {group!r} of {path}: {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _open_zarr_group(run: str | Path, group: str) -> zarr.Group:
@@ -323,7 +489,9 @@ def write_region(
     zgroup = _open_zarr_group(run, group)
     for name, value in data.items():
         try:
-            array = zgroup[name]
+            # Keep chunks that equal the fill value: a version-2 store has every chunk.
+            with zarr.config.set({"array.write_empty_chunks": True}):
+                array = zgroup[name]
         except KeyError as e:
             raise StoreError(f"{store_path(run)}: group {group!r} has no variable {name!r}") from e
         dims = tuple(array.metadata.dimension_names or ())
@@ -363,7 +531,12 @@ def read_attrs(run: str | Path) -> dict[str, Any]:
     StoreError
         If there is no valid purify run store at `run`.
     """
-    return dict(_root_metadata(store_path(run))["attributes"])
+    return _visible_attrs(_root_metadata(store_path(run))["attributes"])
+
+
+def _visible_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Root attributes without this module's bookkeeping (the manifest)."""
+    return {k: v for k, v in attrs.items() if k != LAYOUT_ATTR}
 
 
 # --------------------------------------------------------------------------------------
@@ -382,11 +555,15 @@ def _root_metadata(path: Path) -> dict[str, Any]:
     """Read and validate the root ``zarr.json`` of a store; return it."""
     if not path.exists():
         raise StoreError(f"no run at {path.parent}")
-    not_ours = StoreError(f"{path} is not a purify run store")
+    not_ours = f"{path} is not a purify run store"
     try:
         meta = _read_json(path / "zarr.json")
-    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError included
-        raise not_ours from e
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise StoreError(f"{not_ours} (it has no root metadata zarr.json)") from e
+    except OSError as e:
+        raise StoreError(f"cannot read {path / 'zarr.json'}: {e.strerror or e}") from e
+    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError included
+        raise StoreError(f"{not_ours} (its root metadata zarr.json is not a JSON object)") from e
     attrs = meta.get("attributes")
     if (
         meta.get("zarr_format") != 3
@@ -394,7 +571,8 @@ def _root_metadata(path: Path) -> dict[str, Any]:
         or not isinstance(attrs, dict)
         or attrs.get("format") != FORMAT_NAME
     ):
-        raise not_ours
+        raise StoreError(f"{not_ours} (no purify format attribute: another program's zarr store, "
+                         "or one killed while it was being created)")
     version = attrs.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise StoreError(
@@ -404,15 +582,93 @@ def _root_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _check_group(path: Path, group: str) -> None:
-    if not group:
+def _layout(path: Path, meta: Mapping[str, Any]) -> dict[str, list[str]] | None:
+    """The manifest ``{group: [array, ...]}`` of a version-2 store; None for version 1."""
+    attrs = meta["attributes"]
+    if attrs.get("format_version", 1) < 2:
+        return None
+    try:
+        layout = json.loads(attrs[LAYOUT_ATTR])
+        if not isinstance(layout, dict) or not all(
+            isinstance(g, str) and isinstance(a, list) and all(isinstance(n, str) for n in a)
+            for g, a in layout.items()
+        ):
+            raise ValueError("not a {group: [array, ...]} object")
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"cannot open {path}: its manifest of groups and arrays ({LAYOUT_ATTR}) "
+                         "is missing or damaged") from e
+    return layout
+
+
+def _chunk_keys(meta: Mapping[str, Any]) -> list[str] | None:
+    """Keys of every chunk of an array, from its metadata (None: a grid this code cannot list)."""
+    shape = meta.get("shape")
+    grid = meta.get("chunk_grid") or {}
+    encoding = meta.get("chunk_key_encoding") or {}
+    if grid.get("name") != "regular" or encoding.get("name") not in ("default", "v2"):
+        return None
+    chunks = (grid.get("configuration") or {}).get("chunk_shape")
+    if (
+        not isinstance(shape, list)
+        or not isinstance(chunks, list)
+        or len(shape) != len(chunks)
+        or not all(isinstance(n, int) and n >= 0 for n in shape)
+        or not all(isinstance(c, int) and c > 0 for c in chunks)
+    ):
+        raise ValueError("shape or chunk shape is malformed")
+    counts = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    default = encoding["name"] == "default"
+    sep = (encoding.get("configuration") or {}).get("separator", "/" if default else ".")
+    if default:
+        return [sep.join(["c", *map(str, index)]) for index in np.ndindex(*counts)]
+    return [sep.join(map(str, index)) or "0" for index in np.ndindex(*counts)]
+
+
+def _check_array(path: Path, group: str, name: str, *, chunks: bool) -> None:
+    """Check one array's metadata, and with `chunks` that every chunk file exists."""
+    label = f"{group}/{name}" if group else name
+    where = path / group / name
+    try:
+        meta = _read_json(where / "zarr.json")
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise StoreError(f"cannot open {path}: array {label!r} is missing (no {label}/zarr.json); "
+                         "the store is truncated or damaged") from e
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot open {path}: the metadata of array {label!r} is unreadable "
+                         f"({_one_line(e)}); the store is damaged") from e
+    if meta.get("node_type") != "array":
+        raise StoreError(f"cannot open {path}: {label!r} is not an array; the store is damaged")
+    if not chunks:
         return
     try:
-        meta = _read_json(path / group / "zarr.json")
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{path} has no group {group!r}") from e
-    if meta.get("node_type") != "group":
+        keys = _chunk_keys(meta)
+    except ValueError as e:
+        raise StoreError(f"cannot open {path}: the metadata of array {label!r} is damaged ({e})") from e
+    for key in keys or ():
+        if not (where / key).is_file():
+            raise StoreError(f"cannot open {path}: chunk {key} of array {label!r} is missing; "
+                             "the store is truncated or damaged")
+
+
+def _check_group(path: Path, group: str, meta: Mapping[str, Any] | None = None) -> None:
+    """Check that `group` exists; in a version-2 store also its arrays and their chunks.
+
+    `meta` is the root metadata (read here if not given).
+    """
+    meta = _root_metadata(path) if meta is None else meta
+    layout = _layout(path, meta)
+    if layout is not None and group not in layout:
         raise StoreError(f"{path} has no group {group!r}")
+    if group:
+        node = _read_node(path / group / "zarr.json")
+        if node is None and layout is not None:
+            raise StoreError(f"cannot open {path}: group {group!r} is missing or its metadata is "
+                             "unreadable; the store is truncated or damaged")
+        if node is None or node.get("node_type") != "group":
+            raise StoreError(f"{path} has no group {group!r}")
+    if layout is not None:
+        for name in layout[group]:
+            _check_array(path, group, name, chunks=True)
 
 
 def _check_status(run: str | Path, attrs: Mapping[str, Any]) -> None:
@@ -451,13 +707,16 @@ def open_run(run: str | Path, group: str = "", *, require_complete: bool = False
     """
     path = store_path(run)
     meta = _root_metadata(path)
-    _check_group(path, group)
+    _check_group(path, group, meta)
     if require_complete:
         _check_status(run, meta["attributes"])
     try:
-        return xr.open_zarr(path, group=group or None, consolidated=False, zarr_format=3)
+        ds = xr.open_zarr(path, group=group or None, consolidated=False, zarr_format=3)
     except Exception as e:  # a foreign or corrupted store can fail in any zarr/xarray layer
         raise StoreError(f"cannot open {path} (group {group!r}): {_one_line(e)}") from e
+    if not group:
+        ds.attrs.pop(LAYOUT_ATTR, None)
+    return ds
 
 
 def load_run(run: str | Path, group: str = "", *, require_complete: bool = False) -> xr.Dataset:
@@ -480,6 +739,100 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}"
 
 
+async def _decode_array(reader: LocalStore, label: str) -> str | None:
+    """Open array `label` and decode each of its chunks; describe the first failure, if any."""
+    from zarr.api.asynchronous import open_array
+
+    try:
+        array = await open_array(store=reader, path=label, mode="r", zarr_format=3)
+    except Exception as e:  # metadata zarr cannot parse: any exception type
+        return f"the metadata of array {label!r} is unreadable ({_one_line(e)})"
+    for index in np.ndindex(*array.cdata_shape):
+        block = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks, strict=True))
+        try:
+            await array.getitem(block)
+        except Exception as e:  # codecs raise whatever their library raises
+            where = ", ".join(map(str, index)) or "the only chunk"
+            return f"chunk ({where}) of array {label!r} is corrupted ({_one_line(e)})"
+    return None
+
+
+def _decode_every_chunk(path: Path, labels: list[str]) -> None:
+    """Decode every chunk of the arrays `labels` (all at once: one round trip to zarr's loop)."""
+    from zarr.core.sync import sync
+
+    reader = LocalStore(path, read_only=True)
+
+    async def decode_all() -> list[str | None]:
+        return await asyncio.gather(*(_decode_array(reader, label) for label in labels))
+
+    for problem in sync(decode_all()):
+        if problem is not None:
+            raise StoreError(f"cannot read {path}: {problem}")
+
+
+def verify_run(run: str | Path, *, data: bool = True) -> dict[str, Any]:
+    """Check a whole store before using it; return its root attributes (as `read_attrs`).
+
+    Checks the format and its version, the completion state (``status`` is one of
+    `STATUSES`), every group and array of the manifest and, with `data`, decodes every chunk
+    (checksummed in version 2), so a store that passes gives no wrong numbers. Version 1
+    stores have no manifest and no checksums: their groups are found on disk and only
+    undecodable chunks are caught.
+
+    Parameters
+    ----------
+    run : str or Path
+        Run folder or its ``store.zarr`` path.
+    data : bool
+        Also decode every chunk (reads the whole store once).
+
+    Raises
+    ------
+    StoreError
+        With a one-line message naming the store and what is wrong with it.
+    """
+    path = store_path(run)
+    meta = _root_metadata(path)
+    attrs = meta["attributes"]
+    status = attrs.get("status")
+    if status not in STATUSES:
+        raise StoreError(f"{path} has an unknown status {status!r} (expected one of "
+                         f"{', '.join(STATUSES)}); the store is damaged")
+    layout = _layout(path, meta)
+    groups = layout if layout is not None else _scan_layout(path)
+    for group in sorted(groups):
+        _check_group(path, group, meta)
+    if data:
+        _decode_every_chunk(path, [f"{g}/{n}" if g else n for g in sorted(groups) for n in groups[g]])
+    return _visible_attrs(attrs)
+
+
+def has_group(run: str | Path, group: str) -> bool:
+    """Whether `group` is completely stored (listed in the manifest of a version-2 store).
+
+    Raises
+    ------
+    StoreError
+        If there is no valid purify run store at `run`.
+    """
+    path = store_path(run)
+    layout = _layout(path, _root_metadata(path))
+    if layout is not None:
+        return group in layout
+    return (_read_node(path / group / "zarr.json") or {}).get("node_type") == "group"
+
+
+def writer_pid(run: str | Path) -> int | None:
+    """The process id of the live process holding the run's lock, or None if none does.
+
+    A store whose status says ``running`` while no process writes it was killed (or its
+    machine went down): it is resumable from its last checkpoint.
+    """
+    pid, live, _ = _lock_holder(run_dir(run) / LOCK_NAME)
+    return pid if live else None
+
+
 # --------------------------------------------------------------------------------------
 # Checkpoint
 # --------------------------------------------------------------------------------------
@@ -500,6 +853,7 @@ def save_checkpoint(run: str | Path, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("checkpoint")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -668,7 +1022,7 @@ def _sweep_temp_files(run: Path) -> None:
 
 
 def _is_ours(name: str) -> bool:
-    return name in {STORE_NAME, CHECKPOINT_NAME, LOCK_NAME, FIGURES_NAME, TMP_NAME} or (
+    return name in {STORE_NAME, CHECKPOINT_NAME, LOCK_NAME, FIGURES_NAME, TMP_NAME, SUMMARY_NAME} or (
         name.startswith(_CHECKPOINT_TMP_PREFIX) or name.startswith(LOCK_NAME + ".stale-")
     )
 

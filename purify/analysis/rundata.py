@@ -7,6 +7,7 @@ held-out set) and into networks that the attacks and evaluations accept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -94,6 +95,36 @@ class RunData:
     def coefficients(self, step: int) -> np.ndarray:
         """Neurons in the dictionary basis, ``<M_j, w_i>``: ``(m, D)``."""
         return self.W(step) @ self.M
+
+    def trajectories(self, neurons: Sequence[int] | np.ndarray) -> xr.DataArray:
+        """Dictionary coefficients ``<M_j, w_i(t)>`` of the chosen neurons at every snapshot.
+
+        The per-neuron view of Allen-Zhu & Li's Theorem 5.2 / Figure 8: how each coordinate of
+        a neuron in the dictionary basis grows over clean training and changes in adversarial
+        training.  Computed in float64 from the stored float32 weights.
+
+        Parameters
+        ----------
+        neurons : neuron indices (in ``[0, m)``), in the order wanted.
+
+        Returns
+        -------
+        xr.DataArray
+            ``(step, neuron, feature)``, coordinates ``step``, ``phase(step)`` (``clean`` /
+            ``adversarial``), ``neuron`` (the given indices) and ``feature``; the shape
+            :func:`purify.plots.lottery_trajectories` takes.
+        """
+        idx = np.asarray(neurons, dtype=np.int64).reshape(-1)
+        m = int(self.snapshots.sizes["neuron"])
+        if idx.size and (idx.min() < 0 or idx.max() >= m):
+            raise IndexError(f"neuron indices must be in [0, {m}); got {idx.tolist()}")
+        W = self.snapshots.W.isel(neuron=idx).values.astype(np.float64)  # (step, len(idx), d)
+        C = W @ self.M.astype(np.float64)
+        coords = {"step": self.steps, "neuron": idx, "feature": np.arange(C.shape[-1])}
+        if "phase" in self.snapshots.coords:
+            coords["phase"] = ("step", self.snapshots.phase.values)
+        return xr.DataArray(C, dims=("step", "neuron", "feature"), coords=coords,
+                            attrs={"long_name": "<M_j, w_i> at each snapshot"})
 
     def network(self, step: int, W: np.ndarray | None = None) -> SymmetricReLUNet:
         """The network at ``step`` (its stored bias and smoothing), optionally with other weights."""
