@@ -133,7 +133,8 @@ def test_run_cell_is_reproducible_and_matches_the_two_layer_theory():
 def test_inits_per_chunk_bounds_the_buffers():
     assert RN.inits_per_chunk(10, 10, 1, 100, 1 << 22) > 100
     per = RN.inits_per_chunk(500, 10_000, 1, 100, 1 << 22)
-    assert 1 <= per and per * 100 * 10_000 <= 1 << 22
+    assert per >= 1
+    assert per * 100 * 10_000 <= 1 << 22  # one chunk's (inits, inputs, k) buffer fits the budget
     assert RN.inits_per_chunk(500, 1000, 6, 100, 1 << 22) * (500 * 1000 + 5 * 1000**2) <= 16 << 22
     assert RN.inits_per_chunk(10, 10**6, 6, 100, 1 << 22) == 1
 
