@@ -14,6 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +53,23 @@ class Context:
     def bar(self, items: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
         """``items`` with a progress bar unless progress is off."""
         return iter(tqdm(items, total=total, desc=desc, disable=not self.progress, leave=False))
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the caller's count.
+
+    The experiments' matmuls are small (``(n, m)`` with ``n ≤ 100`` or stacks of small nets),
+    so thread synchronization costs more than it saves: on a loaded 2-core machine one thread
+    was 2–15× faster than two. One thread also makes the numbers independent of the machine's
+    thread count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

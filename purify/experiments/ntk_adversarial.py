@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,7 +35,7 @@ from torch import Tensor
 
 from purify.attacks import Attack, make_attack
 from purify.evaluate import sign_correct
-from purify.experiments.framework import Claim, Context, Result
+from purify.experiments.framework import Claim, Context, Result, one_thread
 from purify.fit import FitConfig, fit
 from purify.learners.lazy import LazyReLUNet
 from purify.plots.style import MODEL_COLORS, finish, new_figure
@@ -156,22 +154,6 @@ def train_and_measure(
 # --------------------------------------------------------------------------------------
 # The experiment
 # --------------------------------------------------------------------------------------
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore the caller's count.
-
-    The matmuls here are tiny (``(n, m)`` with ``n ≤ 100``), so thread synchronization costs
-    more than it saves — on the loaded shared 2-core machine the quick mode took 15× longer on
-    two threads — and one thread makes the numbers independent of the machine's thread count.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _streams(ctx: Context, key: str, m: int, seed: int) -> tuple[torch.Generator, torch.Generator, torch.Generator]:

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -35,7 +34,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from purify.attacks import single_step
-from purify.experiments.framework import Claim, Context, Result
+from purify.experiments.framework import Claim, Context, Result, one_thread
 from purify.learners.random_net import RandomNet, activation_fn
 from purify.plots.style import finish, new_figure
 
@@ -206,23 +205,6 @@ def search_cap(activation: str, depth: int, eta_max: float) -> float:
     gives the paper's cap under both readings of their initialization of deeper layers.
     """
     return eta_max * 2 ** ((depth - 1) / 2) if activation == "relu" else eta_max
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore the caller's count.
-
-    On the shared 2-core machine this was written on, one thread beat two for every cell
-    size: 7× on the quick grid, 2–3.5× on full-mode cells (``k = 1e4, d = 500`` and
-    ``L = 5, k = 1000``) while other processes ran; one thread also makes the numbers
-    independent of the machine's thread count.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_cell(
