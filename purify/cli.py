@@ -92,7 +92,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--activation", "net", "activation", str, "smooth | noisy (default smooth)"),
     ("--bias-schedule", "net", "bias_schedule", str, "norm | paper (default norm; see README)"),
     ("--r-start", "net", "r_start", FLOAT, "norm schedule: initial r (default 1.5)"),
-    ("--r-end", "net", "r_end", FLOAT, "norm schedule: final r (default 0.8)"),
+    ("--r-end", "net", "r_end", FLOAT, "norm schedule: final r (default 0.6)"),
     ("--r-decay-fraction", "net", "r_decay_fraction", FLOAT, "norm schedule: decay over this fraction of clean steps (0.7)"),
     ("--c-b", "net", "c_b", FLOAT, "paper schedule: bias growth c_b (default 1)"),
     ("--sigma-rho-ratio", "net", "sigma_rho_ratio", FLOAT, "sigma_rho / b (default 0.05 norm, 1/sqrt(log d) paper)"),
@@ -107,6 +107,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--adv-tau", "train", "adv_tau", FLOAT, "training radius (default: the evaluation radius)"),
     ("--adv-pgd-steps", "train", "adv_pgd_steps", INT, "PGD steps in training (default 3)"),
     ("--adv-init", "train", "adv_init", str, "clean | random: start of adversarial training (default clean)"),
+    ("--adv-bias", "train", "adv_bias", str, "radius | clean: biases of adversarial training, b_i >= tau ||w_i||_q or the clean ones (default radius)"),
     ("--clean-snapshots", "train", "clean_snapshots", INT, "evaluations + weight snapshots in clean training, init and end included (default 8)"),
     ("--adv-snapshots", "train", "adv_snapshots", INT, "evaluations + weight snapshots in adversarial training (default 4)"),
     ("--log-points", "train", "log_points", INT, "loss log points per phase (default 100)"),
@@ -226,7 +227,8 @@ def _describe(config) -> str:
     return (f"d={d.d} k={d.k} D={d.n_features} dictionary={d.dictionary} sigma_x={d.sigma_x:g} | "
             f"m={n.width} sigma0={n.sigma0:.3g} bias={n.bias_schedule} lam={n.lam:.3g} | "
             f"steps clean={t.clean_steps} adv={t.adv_steps} lr={t.lr:g} adv_lr={t.adv_lr:g} "
-            f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} | "
+            f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} "
+            f"adv_bias={t.adv_bias} | "
             f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} seed={config.seed}")
 
 

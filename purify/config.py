@@ -22,6 +22,7 @@ from purify.data import DICTIONARIES
 BIAS_SCHEDULES = ("norm", "paper")
 ACTIVATIONS = ("smooth", "noisy")
 ADV_INITS = ("clean", "random")
+ADV_BIASES = ("radius", "clean")
 
 
 class ConfigError(ValueError):
@@ -143,7 +144,7 @@ class NetConfig:
     activation: str = "smooth"  # smooth: E_ρ ReLU; noisy: one draw of ρ per example and neuron
     bias_schedule: str = "norm"  # norm (working default) | paper (§4.1 taken literally)
     r_start: float = 1.5  # norm schedule: b_i = r_t ‖w_i‖/√k, r_t from r_start ...
-    r_end: float = 0.8  # ... to r_end ...
+    r_end: float = 0.6  # ... to r_end ...
     r_decay_fraction: float = 0.7  # ... over this fraction of the clean steps
     c_b: float = 1.0  # paper schedule: b grows by η c_b / d per step up to 1/k^0.5001
     sigma_rho_ratio: float | None = None  # σ_ρ / b; None → 0.05 (norm) or 1/√log d (paper)
@@ -199,6 +200,7 @@ class TrainConfig:
     adv_tau: float | None = None  # training radius; None → the evaluation radius τ of the norm
     adv_pgd_steps: int = 3  # PGD steps when adv_attack = pgd
     adv_init: str = "clean"  # start adversarial training from the clean weights or from init
+    adv_bias: str = "radius"  # radius: b_i ≥ adv_tau ‖w_i‖_q when adversarial training starts; clean: keep b_i
     clean_snapshots: int = 8  # evaluation + weight snapshots in clean training (init and end included)
     adv_snapshots: int = 4  # evenly spaced snapshots in adversarial training
     log_points: int = 100  # loss/accuracy/bias log points per phase
@@ -220,6 +222,8 @@ class TrainConfig:
                self.adv_pgd_steps, "must be an integer >= 1")
         _check(self.adv_init in ADV_INITS, "adv_init", self.adv_init,
                f"allowed: {', '.join(ADV_INITS)}")
+        _check(self.adv_bias in ADV_BIASES, "adv_bias", self.adv_bias,
+               f"allowed: {', '.join(ADV_BIASES)}")
         for name in ("clean_snapshots", "adv_snapshots", "log_points"):
             v = getattr(self, name)
             _check(_is_int(v) and 1 <= v <= 10_000, name, v,
@@ -386,7 +390,13 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        return cls.from_dict(json.loads(text))
+        """A stored (resolved) config.  Stores written before ``adv_bias`` existed kept the
+        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``."""
+        raw = json.loads(text)
+        train = raw.get("train") if isinstance(raw, dict) else None
+        if isinstance(train, dict) and "adv_bias" not in train:
+            train["adv_bias"] = "clean"
+        return cls.from_dict(raw)
 
 
 def _tuplify(value: Any) -> Any:

@@ -8,12 +8,13 @@ Two named schedules:
     while it grows and ``b/log d`` after (the paper's ``Θ((logloglog d)³)`` factors set to 1).
 ``norm`` (default)
     ``b_i = max(b⁰, r_t ‖w_i‖ / √k)`` recomputed every step, with ``r_t`` decaying linearly
-    from ``r_start`` to ``r_end`` over the first ``r_decay_fraction`` of the clean steps,
+    from ``r_start`` to ``r_end`` (1.5 to 0.6) over the first ``r_decay_fraction`` (70 %) of the clean steps,
     and ``σ_ρ,i = 0.05 b_i``.  A neuron ``w_i ≈ α M_j`` then fires on ``|z_j| ≥ r_t/√k``: the
     threshold tracks the neuron's own scale, which the shared schedule cannot do at
     simulable ``d`` (README, "Bias schedules").
 
-In both, the biases are frozen at their end-of-clean values during adversarial training.
+In both, the biases are frozen during adversarial training (Algorithm 2 does not move them);
+with ``adv_bias = "radius"`` (the default) they are first raised to :func:`radius_floor`.
 """
 
 from __future__ import annotations
@@ -62,3 +63,18 @@ class BiasSchedule:
         b = (self.ratio(t) / math.sqrt(self.k)) * W.norm(dim=1)
         b = b.clamp_min(self.b0)
         return b, b * self.net.sigma_rho_ratio
+
+
+def radius_floor(W: Tensor, b: Tensor, sigma_rho: Tensor, tau: float, norm: str) -> tuple[Tensor, Tensor]:
+    """Biases raised to ``b_i ≥ τ ‖w_i‖_q`` (``q`` the dual of the attack's ``p``), ``σ_ρ,i`` scaled along.
+
+    By Hölder, ``|<w_i, δ>| ≤ τ ‖w_i‖_q`` for every ``‖δ‖_p ≤ τ``, so with this bias no
+    perturbation of the training radius wakes a neuron on an input where ``<w_i, x> = 0``: the
+    neuron can only amplify what is already in the input, which is how the theory's robust
+    neurons treat the dense remainder (Allen-Zhu & Li, Thm 5.3; README, "Bias schedules").  For a
+    pure neuron ``w_i = α M_j`` under ℓ₂ this is the threshold ``|z_j| ≥ τ``: at the default
+    ``τ = 1/√k``, exactly the small coordinates' level.  ``σ_ρ,i / b_i`` is kept.
+    """
+    q = 2.0 if norm == "l2" else 1.0
+    raised = torch.maximum(b, tau * torch.linalg.vector_norm(W, ord=q, dim=1))
+    return raised, sigma_rho * (raised / b)

@@ -32,7 +32,7 @@ from purify.data import Batch, DataStream, SparseCodingProblem, make_dictionary,
 from purify.evaluate import accuracy, evaluate
 from purify.learners.ideal import IdealRobustModel
 from purify.learners.symmetric import SymmetricReLUNet
-from purify.schedules import BiasSchedule
+from purify.schedules import BiasSchedule, radius_floor
 from purify.summary import summarize
 from purify.train import CLEAN, DivergenceError, Timeline, train_step
 
@@ -240,6 +240,9 @@ class Simulation:
             b, s = state.frozen
         else:  # adversarial training from random init runs its own bias schedule
             b, s = self.adv_schedule(state.W, state.step - tc)
+            if self.config.train.adv_bias == "radius":
+                tr = self.config.train
+                b, s = radius_floor(state.W, b, s, tr.adv_tau, tr.adv_norm)
         return SymmetricReLUNet(state.W, b, s)
 
     def _ideal(self) -> dict:
@@ -386,14 +389,50 @@ class Simulation:
         return state
 
     def _enter_adversarial(self, state: RunState) -> RunState:
-        """Freeze the clean biases (Algorithm 2 keeps ``b``), or restart from init if asked."""
-        if self.config.train.adv_init == "random":
+        """Freeze the biases (Algorithm 2 keeps ``b``): the clean ones, raised to the training
+        radius's floor unless ``adv_bias = "clean"``; or restart from init if asked."""
+        tr = self.config.train
+        if tr.adv_init == "random":
             state.W = initial_weights(self.config).to(self.device)
             state.frozen = None
             return state
         net = self.network(state)
-        state.frozen = (net.b.clone(), net.sigma_rho.clone())
+        b, s = net.b.clone(), net.sigma_rho.clone()
+        if tr.adv_bias == "radius":
+            b, s = radius_floor(state.W, b, s, tr.adv_tau, tr.adv_norm)
+        state.frozen = (b, s)
         return state
+
+    def bias_only_control(self) -> dict | None:
+        """The clean weights with the biases of adversarial training, before any adversarial
+        step: how much of the robust gain the raised biases buy alone (``adv_bias = "radius"``).
+
+        Evaluated like the summary's models (radius multiple 1, its own random stream), from the
+        stored end-of-clean snapshot, so a resumed run computes the same numbers.  ``None`` when
+        adversarial training keeps the clean biases or restarts from init (nothing to separate).
+        """
+        cfg, tc = self.config, self.timeline.clean_steps
+        if cfg.train.adv_bias != "radius" or cfg.train.adv_init != "clean" or self.timeline.adv_steps == 0:
+            return None
+        i = self._eval_index[tc]
+        W = torch.from_numpy(S.open_run(self.run, "snapshots").W.isel(step=i).values).to(self.device)
+        frozen = self._enter_adversarial(RunState(tc, W)).frozen
+        assert frozen is not None
+        model = SymmetricReLUNet(W, *frozen)
+        ev = cfg.eval
+        r1 = int(np.argmin(np.abs(np.asarray(ev.radii) - 1.0)))
+        n = ev.n_eval
+        e = evaluate(model, self.test.x[:n], self.test.y[:n], attacks=self.attacks,
+                     taus={norm: [ev.taus(norm)[r1]] for norm in ev.norms},
+                     generator=rng.generator(cfg.seed, "eval/bias_only", self.device))
+        block: dict = {"clean_accuracy": accuracy(model, self.test.x, self.test.y)}
+        if "l2" in ev.norms:
+            block["robust_accuracy"] = float(e.strongest["l2"][0])
+            block["robust_accuracy_by_attack"] = {
+                a: float(e.robust["l2"][j, 0]) for j, a in enumerate(ev.attacks)}
+        if "linf" in ev.norms:
+            block["robust_accuracy_linf"] = float(e.strongest["linf"][0])
+        return block
 
     def request_stop(self, *_: object) -> None:
         self._stop_requested = True
@@ -506,6 +545,9 @@ def simulate(
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
             summary = summarize(run, allow_running=True)
+            bias_only = sim.bias_only_control()
+            if bias_only is not None:
+                summary["bias_only_model"] = bias_only
             S.update_attrs(run, status="complete", status_reason="", summary_json=json.dumps(summary))
         except OSError as e:
             raise _write_failed(run, state.step, e) from e

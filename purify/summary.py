@@ -5,6 +5,9 @@ of adversarial training (``robust_model``) and the ideal thresholded classifier 
 (``ideal_model``) at the evaluation radius ``τ`` (radius multiple 1), and measures how far
 adversarial training moved the neurons (Thm 5.3c): the relative change
 ``Σ‖w_i − w'_i‖² / Σ‖w_i‖²`` and the median ``θ(w_i, w'_i) = |<w_i,w'_i>|/(‖w_i‖‖w'_i‖)``.
+With the default ``adv_bias = "radius"``, :func:`purify.simulate.simulate` adds
+``bias_only_model``: the clean weights under the raised biases of adversarial training, the
+control that separates what the biases buy from what adversarial training does.
 """
 
 from __future__ import annotations
@@ -99,12 +102,14 @@ def format_summary(summary: dict) -> str:
         robust_header = f"robust acc (linf, tau={summary['tau_linf']:.4g})"
         robust_key = "robust_accuracy_linf"
     rows = [("", "clean acc", robust_header, "dense-only acc")]
-    for name in ("clean_model", "robust_model", "ideal_model"):
+    labels = {"clean_model": "clean model", "bias_only_model": "  + adv. biases only",
+              "robust_model": "robust model", "ideal_model": "ideal model"}
+    for name, label in labels.items():
         block = summary.get(name)
         if not block:
             continue
         dense = block.get("robust_accuracy_by_attack", {}).get("dense")
-        rows.append((name.replace("_", " "), f"{block['clean_accuracy']:.3f}",
+        rows.append((label, f"{block['clean_accuracy']:.3f}",
                      f"{block.get(robust_key, float('nan')):.3f}",
                      "-" if dense is None else f"{dense:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -7,6 +7,7 @@ then checks that the analysis recovers that structure exactly or matches a brute
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -19,6 +20,7 @@ from purify.analysis import lottery, mixture, perturbations, purification
 from purify.analysis.rundata import RunData
 from purify.config import DataConfig, EvalConfig, NetConfig, RunConfig, TrainConfig
 from purify.simulate import simulate
+from purify.summary import summarize
 
 D_IN, K, WIDTH = 24, 3, 48
 
@@ -299,22 +301,39 @@ def test_theta_values_and_pairs_brute_force(base_run):
     np.testing.assert_array_equal(few.pair_j.values, again.pair_j.values)
 
 
-def test_control_matches_the_runs_own_deterministic_evaluations(base_run):
-    """FGM and the dense attack are deterministic: the clean and robust variants must reproduce
-    the accuracies the run stored (same examples, same frozen biases)."""
+def test_control_matches_the_runs_own_deterministic_evaluations(base_run, tmp_path):
+    """FGM and the dense attack are deterministic: the control's variants must reproduce the
+    accuracies the run itself measured on the same examples with the same biases.  Under the
+    default ``adv_bias = "radius"`` the ``clean`` variant (clean weights, final biases) is the
+    run's bias-only control; with ``adv_bias = "clean"`` it is the stored clean model."""
     data = RunData.open(base_run)
     ds = purification.compute(data)
-    assert bool(ds.biases_frozen)
+    assert not bool(ds.biases_frozen)  # raised to the radius floor when adversarial training began
     stored = data.root.robust_accuracy.sel(norm="l2")
     radii = ds.radius.values  # the control's grid (default: radius 1 only)
-    for variant, step in (("clean", data.clean_end), ("robust", data.final)):
-        for attack in ("fgm", "dense"):
-            np.testing.assert_allclose(ds.control_robust_accuracy.sel(variant=variant, attack=attack).values,
-                                       stored.sel(step=step, attack=attack, radius=radii).values, atol=1e-6)
+    assert radii.tolist() == [1.0]
+    bias_only = summarize(base_run)["bias_only_model"]["robust_accuracy_by_attack"]
+    for attack in ("fgm", "dense"):
+        assert float(ds.control_robust_accuracy.sel(variant="clean", attack=attack, radius=1.0)) == \
+            pytest.approx(bias_only[attack], abs=1e-6)
+        np.testing.assert_allclose(ds.control_robust_accuracy.sel(variant="robust", attack=attack).values,
+                                   stored.sel(step=data.final, attack=attack, radius=radii).values, atol=1e-6)
     total = float(ds.gain_total)
     assert total == pytest.approx(float(ds.control_accuracy.sel(variant="robust", radius=1.0)
                                         - ds.control_accuracy.sel(variant="clean", radius=1.0)))
     assert (ds.control_accuracy.values <= ds.control_clean_accuracy.values[:, None] + 1e-9).all()
+
+    config = dataclasses.replace(data.config, train=dataclasses.replace(data.config.train, adv_bias="clean"))
+    simulate(config, tmp_path / "clean-bias", progress=False)
+    assert "bias_only_model" not in summarize(tmp_path / "clean-bias")
+    other = RunData.open(tmp_path / "clean-bias")
+    ds = purification.compute(other)
+    assert bool(ds.biases_frozen)
+    stored = other.root.robust_accuracy.sel(norm="l2")
+    for variant, step in (("clean", other.clean_end), ("robust", other.final)):
+        for attack in ("fgm", "dense"):
+            np.testing.assert_allclose(ds.control_robust_accuracy.sel(variant=variant, attack=attack).values,
+                                       stored.sel(step=step, attack=attack, radius=radii).values, atol=1e-6)
 
 
 def test_control_pure_norm_change_has_no_direction_gain(run):

@@ -121,6 +121,7 @@ BAD_SIMULATE = [
     (["--seed", str(2**63)], [f"seed={2**63}"]),
     (["--batch-size", "2.5"], ["'2.5'"]),
     (["--adv-init", "zero"], ["'zero'"]),
+    (["--adv-bias", "learned"], ["'learned'"]),
     (["--bias-schedule", "cosine"], ["'cosine'"]),
     (["--device", "tpu"], ["'tpu'"]),
     (["--resume", "--overwrite"], ["--resume and --overwrite"]),
@@ -244,6 +245,7 @@ VALID = {
     "--clean-steps": ["0", "10"], "--batch-size": ["1", "16"], "--n-test": ["10", "50"],
     "--seed": ["0", "123"], "--activation": ["smooth", "noisy"], "--adv-norm": ["l2", "linf"],
     "--sigma-x": ["0", "0.5"], "--pgd-steps": ["1", "5"], "--adv-init": ["clean", "random"],
+    "--adv-bias": ["radius", "clean"],
 }
 # option → (value, text the error line must then contain); each invalid whatever else is given
 INVALID = {
@@ -266,6 +268,7 @@ INVALID = {
     "--sigma-x": [("-1", "sigma_x=-1.0"), ("inf", "sigma_x=inf")],
     "--pgd-steps": [("0", "pgd_steps=0")],
     "--adv-init": [("zero", "'zero'")],
+    "--adv-bias": [("Radius", "'Radius'")],
     "--device": [("tpu", "'tpu'"), ("gpu", "'gpu'")],
     "--bogus-option": [("1", "--bogus-option")],
 }

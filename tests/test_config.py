@@ -121,6 +121,7 @@ BAD = [
     (TrainConfig, {"adv_tau": -INF}, "adv_tau", -INF),
     (TrainConfig, {"adv_pgd_steps": 0}, "adv_pgd_steps", 0),
     (TrainConfig, {"adv_init": "zero"}, "adv_init", "zero"),
+    (TrainConfig, {"adv_bias": "learned"}, "adv_bias", "learned"),
     (TrainConfig, {"clean_snapshots": 0}, "clean_snapshots", 0),
     (TrainConfig, {"adv_snapshots": 10_001}, "adv_snapshots", 10_001),
     (TrainConfig, {"log_points": 2.5}, "log_points", 2.5),
@@ -350,6 +351,7 @@ def _configs(draw) -> RunConfig:
             lr=draw(st.none() | st.floats(1e-6, 1e3)),
             adv_attack=draw(st.sampled_from(["fgm", "pgd"])),
             adv_init=draw(st.sampled_from(["clean", "random"])),
+            adv_bias=draw(st.sampled_from(["radius", "clean"])),
             clean_steps=draw(st.none() | st.integers(0, 10**6)),
         ),
         eval=EvalConfig(
@@ -435,3 +437,12 @@ def test_theory_warnings(d, k, fires):
         warnings.simplefilter("always")
         warn_theory(cfg)
     assert [w.category for w in caught] == ([TheoryWarning] if fires else [])
+
+
+def test_stored_config_without_adv_bias_reads_as_clean_biases():
+    # Stores written before adv_bias existed kept the clean biases; a config file that omits it
+    # gets today's default.
+    raw = json.loads(RunConfig().resolve(seed=0).to_json())
+    del raw["train"]["adv_bias"]
+    assert RunConfig.from_json(json.dumps(raw)).train.adv_bias == "clean"
+    assert RunConfig.from_dict({"train": {"lr": 0.5}}).train.adv_bias == "radius"

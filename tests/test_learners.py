@@ -328,3 +328,31 @@ def test_fused_smoothed_forward_equals_two_smooth_relus():
     out, grad = net.forward_and_input_grad(x)
     torch.testing.assert_close(out, (pos - neg).sum(dim=1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, (dpos + dneg) @ W, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_one_sided_smoothed_path_equals_two_smooth_relus(dtype):
+    # σ_ρ = 0.05 b (the norm schedule) takes the one-sided fast path; it must equal the exact
+    # two-halves formula, the input gradient included, and stay exactly odd.
+    g = torch.Generator().manual_seed(8)
+    W = torch.randn(60, 12, generator=g, dtype=dtype)
+    b = (0.1 + torch.rand(60, generator=g, dtype=dtype)) * 0.5
+    s = 0.05 * b
+    s[:4] = 0.0  # plain-ReLU neurons qualify too
+    x = torch.randn(400, 12, generator=g, dtype=dtype) * 0.1  # many neurons near their threshold
+    net = SymmetricReLUNet(W, b, s)
+    assert bool((b >= 10 * s).all())
+    u = x @ W.T
+    pos, dpos = smooth_relu(u - b, s)
+    neg, dneg = smooth_relu(-u - b, s)
+    out, grad = net.forward_and_input_grad(x)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(out, (pos - neg).sum(dim=1), **tol)
+    torch.testing.assert_close(grad, (dpos + dneg) @ W, **tol)
+    assert torch.equal(net.forward(-x), -out)
+    # one neuron with σ_ρ above b/10 sends the whole batch down the two-sided path: same values
+    s2 = s.clone()
+    s2[-1] = b[-1]
+    pos2, _ = smooth_relu(u - b, s2)
+    neg2, _ = smooth_relu(-u - b, s2)
+    torch.testing.assert_close(SymmetricReLUNet(W, b, s2).forward(x), (pos2 - neg2).sum(dim=1), **tol)

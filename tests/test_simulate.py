@@ -224,6 +224,25 @@ def test_tiny_run_summary(reference):
     assert 0 <= summary["median_theta_clean_robust"] <= 1 and summary["relative_weight_change"] >= 0
 
 
+def test_adversarial_training_freezes_biases_raised_to_the_radius_floor(reference, ref_config, tmp_path):
+    snaps = S.load_run(reference, "snapshots")
+    tc, tr = ref_config.train.clean_steps, ref_config.train
+    adv = [int(s) for s in snaps.step.values if s > tc]
+    b_clean, s_clean = snaps.b.sel(step=tc).values, snaps.sigma_rho.sel(step=tc).values
+    floor = tr.adv_tau * np.linalg.norm(snaps.W.sel(step=tc).values.astype(np.float64), axis=1)
+    expected = np.maximum(b_clean, floor)
+    assert (floor > b_clean).mean() > 0.5  # the floor is what sets most biases here
+    for step in adv:  # frozen, at the raised values, σ_ρ/b kept
+        np.testing.assert_allclose(snaps.b.sel(step=step).values, expected, rtol=1e-5)
+        np.testing.assert_allclose(snaps.sigma_rho.sel(step=step).values / expected, s_clean / b_clean, rtol=1e-5)
+    # --adv-bias clean keeps the end-of-clean biases (Algorithm 2 taken literally)
+    simulate_ok(tmp_path / "clean-bias", *TINY, "--seed", "0", "--adv-bias", "clean")
+    other = S.load_run(tmp_path / "clean-bias", "snapshots")
+    np.testing.assert_array_equal(other.b.sel(step=tc).values, b_clean)
+    for step in adv:
+        np.testing.assert_array_equal(other.b.sel(step=step).values, b_clean)
+
+
 def test_same_seed_same_store_other_seed_other_weights(reference, tmp_path):
     simulate_ok(tmp_path / "again", *TINY, "--seed", "0")
     assert_same_store(reference, tmp_path / "again")

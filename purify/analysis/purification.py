@@ -10,7 +10,9 @@ training changes features only locally), ``θ(w_i, w_j)`` small for ``i ≠ j``,
 **Direction vs norm control** (issue 3, not in the paper).  Adversarial training keeps the
 biases ``b_i`` (Algorithm 2), so shrinking ``‖w_i‖`` alone raises each neuron's effective
 threshold ``b_i/‖w_i‖`` and can buy robustness without any purification of directions.  Four
-networks share the frozen biases and smoothing of the final step and differ in their weights:
+networks share the frozen biases and smoothing of the final step and differ in their weights
+(under the default ``adv_bias = "radius"`` those biases were raised when adversarial training
+began, so ``clean`` is then the bias-only control of the run's summary, not the clean model):
 
 * ``clean``: ``w_i``;  ``robust``: ``w'_i``;
 * ``clean_dir_robust_norm``: ``w_i · ‖w'_i‖/‖w_i‖`` (only the norms of adversarial training);

@@ -58,6 +58,9 @@ SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
                                    "strongest-attack linf accuracy after adversarial training"),
     "dense_accuracy_after": (("robust_model", "robust_accuracy_by_attack", "dense"),
                              "accuracy under the dense direction after adversarial training"),
+    "robust_accuracy_bias_only": (("bias_only_model", "robust_accuracy"),
+                                  "strongest-attack l2 accuracy at tau of the clean weights under the "
+                                  "adversarial-training biases (NaN with adv_bias = clean)"),
     "ideal_clean_accuracy": (("ideal_model", "clean_accuracy"), "clean accuracy of the ideal model (SPEC 4)"),
     "ideal_robust_accuracy": (("ideal_model", "robust_accuracy"),
                               "strongest-attack l2 accuracy at tau of the ideal model"),
