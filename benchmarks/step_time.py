@@ -61,10 +61,21 @@ def main(argv: list[str] | None = None) -> None:
                            attack=fgm, tau=0.1, attack_generator=rho),
         args.repeats,
     )
+    # purify simulate draws a fresh batch every step (online SGD): its cost is part of a step.
+    from purify.data import SparseCodingProblem, make_dictionary, make_teacher
+
+    D, k = args.d, 60
+    M = make_dictionary("orthogonal", args.d, D, generator=torch.Generator().manual_seed(2))
+    problem = SparseCodingProblem(M, make_teacher(D, generator=torch.Generator().manual_seed(3)),
+                                  ((1.0, 1 / D), (k**-0.5, k / D)), 0.1, k**-0.501, 0.1**2 / (D * k**-1.002))
+    data_gen = torch.Generator().manual_seed(4)
+    sample = _median_time(lambda: problem.sample(args.batch, generator=data_gen), args.repeats)
     print(f"d={args.d} m={args.m} batch={args.batch} threads={torch.get_num_threads()}")
     print(f"{'':24}{'step (ms)':>12}{'bare matmuls (ms)':>20}{'ratio':>8}")
     print(f"{'clean step':24}{clean * 1e3:12.1f}{bare_clean * 1e3:20.1f}{clean / bare_clean:8.2f}")
     print(f"{'adversarial step (FGM)':24}{adv * 1e3:12.1f}{bare_adv * 1e3:20.1f}{adv / bare_adv:8.2f}")
+    print(f"{'sampling a batch':24}{sample * 1e3:12.1f}{bare_clean * 1e3:20.1f}{sample / bare_clean:8.2f}"
+          "   (ratio to the clean step's matmuls)")
 
 
 def _batch(x, y):
