@@ -19,7 +19,9 @@ import time
 import torch
 
 from purify.attacks import FGM
+from purify.config import DataConfig, RunConfig
 from purify.learners.symmetric import SymmetricReLUNet
+from purify.simulate import make_problem
 from purify.train import train_step
 
 
@@ -62,12 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats,
     )
     # purify simulate draws a fresh batch every step (online SGD): its cost is part of a step.
-    from purify.data import SparseCodingProblem, make_dictionary, make_teacher
-
-    D, k = args.d, 60
-    M = make_dictionary("orthogonal", args.d, D, generator=torch.Generator().manual_seed(2))
-    problem = SparseCodingProblem(M, make_teacher(D, generator=torch.Generator().manual_seed(3)),
-                                  ((1.0, 1 / D), (k**-0.5, k / D)), 0.1, k**-0.501, 0.1**2 / (D * k**-1.002))
+    problem = make_problem(RunConfig(data=DataConfig(d=args.d)).resolve(seed=0))
     data_gen = torch.Generator().manual_seed(4)
     sample = _median_time(lambda: problem.sample(args.batch, generator=data_gen), args.repeats)
     print(f"d={args.d} m={args.m} batch={args.batch} threads={torch.get_num_threads()}")

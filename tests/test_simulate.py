@@ -468,6 +468,11 @@ def test_variants_run_to_completion(reference, tmp_path, extra):
         first_adv = int(W.step[W.step > tc][0])
         w_adv, w_clean, w_init = (W.sel(step=s).values for s in (first_adv, tc, 0))
         assert np.linalg.norm(w_adv - w_init) < np.linalg.norm(w_adv - w_clean)
+        # from init, the radius floor is applied to the adversarial schedule at every step
+        snaps = S.load_run(run, "snapshots")
+        for step in (int(s) for s in W.step if s > tc):
+            floor = cfg.train.adv_tau * np.linalg.norm(W.sel(step=step).values.astype(np.float64), axis=1)
+            assert (snaps.b.sel(step=step).values >= floor * (1 - 1e-5)).all()
     else:
         assert cfg.net.bias_schedule == "paper"
         b = S.load_run(run, "snapshots").b
