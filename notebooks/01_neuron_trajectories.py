@@ -159,7 +159,7 @@ fig.tight_layout()
 # most keep their ticket (the percentage above), hundreds of times more often than chance,
 # but not all: the lottery decides much, not everything. A neuron in no lottery set (neuron
 # 42 here) learns a feature too, sometimes with runners-up up to half its size: `|N_i| > 1`.
-# During adversarial training (shaded) the winning coefficients shrink by about a quarter
+# During adversarial training (shaded) the winning coefficients shrink by about a tenth
 # while every neuron keeps its top feature.
 
 # %% [markdown]
@@ -193,12 +193,12 @@ fig.tight_layout()
 # %% [markdown]
 # Before step 200 a neuron is all "dense": no coefficient stands out, `N_i` is capped at 5
 # and the dense part is about twice the pure one. Once a feature wins, the pure part grows
-# to ≈ 0.9 and the dense part to ≈ 0.37, about 40 % of the pure part — not the `k/d = 5 %`
+# to ≈ 0.85 and the dense part to ≈ 0.45, about half the pure part — not the `k/d = 5 %`
 # scale of the theory's `β`, but spread over 199 coordinates. And it is not noise: its cosine
 # with `M w*` climbs from ≈ 0 to ≈ 0.9 at the end of clean training, for lucky and unlucky
-# neurons alike. Adversarial training shrinks the dense part (median 0.37 → 0.23) and turns
-# it slightly away from `M w*`, but it also shrinks the pure part (0.90 → 0.68): the ratio
-# only falls from 0.40 to 0.34.
+# neurons alike. Adversarial training shrinks the dense part (median 0.45 → 0.34) more than
+# the pure part (0.85 → 0.76), so the ratio falls from 0.53 to 0.45, while its direction
+# stays along `M w*`.
 #
 # ## Where the dense part points, coefficient by coefficient
 #
@@ -269,18 +269,19 @@ print(f"direction-vs-norm control, gain in robust accuracy at tau: total {float(
       f"robust directions at clean norms {float(purif.gain_from_direction):+.3f}")
 
 # %% [markdown]
-# **Reading it** (seed 0). Half-way through clean training (step ≈ 300) the network is at
-# its most robust (≈ 0.35); from there to the end of clean training the dense part grows
-# fourfold and the robust accuracy falls to ≈ 0.18, while the clean accuracy still rises.
-# During adversarial training the dense part shrinks and the robust accuracy climbs back to
-# ≈ 0.37 — but not along the way it came: it gets there with a dense part still about 2.7 times
-# larger than at step 318 (right panel, the red path lies far right of the blue peak).
+# **Reading it** (seed 0). A quarter of the way through clean training (step ≈ 200) the
+# network is at its most robust (≈ 0.51); from there to the end of clean training the dense
+# part grows fourfold and the robust accuracy falls to ≈ 0.22, while the clean accuracy still
+# rises. During adversarial training the dense part shrinks and the robust accuracy climbs
+# back to ≈ 0.52 — but not along the way it came: it gets there with a dense part still about
+# three times larger than at step 201 (right panel, the red path lies far right of the blue
+# peak).
 #
 # So the dense part tracks robustness without being all of it, and the control printed
 # above says what else moves: putting the
 # clean neurons' *directions* at the robust neurons' *norms* (biases frozen, as in
-# adversarial training) already buys almost all of the gain, while the robust directions at
-# the clean norms buy almost none. At this size, most of the robustness comes from weights
+# adversarial training) already buys three quarters of the gain, while the robust directions
+# at the clean norms buy little. At this size, most of the robustness comes from weights
 # that shrink under frozen biases — a higher effective threshold, which silences the small
 # dense coefficients along with everything else — rather than from a purified direction.
 # The README reports the same split at `d = 1000`.

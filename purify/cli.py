@@ -79,7 +79,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--k", "data", "k", INT, "sparsity k: |z_i| in {0, 1/sqrt(k), 1} (default 60)"),
     ("--dictionary", "data", "dictionary", str, "identity | orthogonal | overcomplete (default orthogonal)"),
     ("--n-features", "data", "n_features", INT, "dictionary atoms D (default d; 2d if overcomplete)"),
-    ("--p-one", "data", "p_one", FLOAT, "Pr[|z_i| = 1] (default 1/D)"),
+    ("--p-one", "data", "p_one", FLOAT, "Pr[|z_i| = 1] (default 2/D)"),
     ("--p-small", "data", "p_small", FLOAT, "Pr[|z_i| = 1/sqrt(k)] (default k/D)"),
     ("--extra-levels", "data", "extra_levels", _levels, "more |z_i| levels as MAG:PROB,MAG:PROB"),
     ("--sigma-x", "data", "sigma_x", FLOAT, "Gaussian noise level sigma_x (default 0.1)"),

@@ -65,7 +65,7 @@ class DataConfig:
     k: int = 60  # sparsity scale: ‖z‖₀ = Θ(k); small coordinates have |z_i| = 1/√k
     dictionary: str = "orthogonal"  # identity | orthogonal (Haar) | overcomplete
     n_features: int | None = None  # D, atoms of M; None → d (2d if overcomplete)
-    p_one: float | None = None  # Pr[|z_i| = 1]; None → 1/D
+    p_one: float | None = None  # Pr[|z_i| = 1]; None → 2/D (see resolve)
     p_small: float | None = None  # Pr[|z_i| = 1/√k]; None → k/D
     extra_levels: tuple[tuple[float, float], ...] = ()  # more (|z_i|, probability) pairs
     sigma_x: float = 0.1  # Gaussian noise ξ' ~ N(0, σ_x²/d I), so ‖ξ'‖ ≈ σ_x
@@ -117,11 +117,19 @@ class DataConfig:
         spike_prob = self.spike_prob
         if spike_prob is None:
             spike_prob = min(1.0, self.sigma_x**2 / (D * spike**2)) if spike > 0 else 0.0
+        p_small = self.k / D if self.p_small is None else self.p_small
+        p_one = self.p_one
+        if p_one is None:
+            # Two expected unit coordinates per input: robust accuracy at τ = 1/√k can only come
+            # from inputs whose label a unit coordinate carries, and with one (1/D) e⁻¹ = 37 %
+            # have none (README, "z levels"). Capped so the levels stay a distribution when
+            # k approaches D.
+            p_one = min(2.0 / D, max(1.0 / D, 1.0 - p_small))
         resolved = replace(
             self,
             n_features=D,
-            p_one=1.0 / D if self.p_one is None else self.p_one,
-            p_small=self.k / D if self.p_small is None else self.p_small,
+            p_one=p_one,
+            p_small=p_small,
             spike_level=spike,
             spike_prob=spike_prob,
         )

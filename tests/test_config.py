@@ -174,12 +174,19 @@ def test_level_probabilities_must_sum_to_at_most_one():
 
 
 def test_derived_probabilities_are_checked_on_resolve():
-    """k = d makes the default p_small = 1, and p_one = 1/D on top exceeds 1."""
+    """k = d makes the default p_small = 1, and even the capped p_one = 1/D on top exceeds 1."""
     cfg = DataConfig(d=8, k=8)  # each field valid on its own
     with pytest.raises(ConfigError, match="level probabilities"):
         cfg.resolve()
     with pytest.raises(ConfigError, match="level probabilities"):
         RunConfig(data=cfg).resolve()
+
+
+def test_default_p_one_is_capped_near_k_equal_d():
+    """2/D unit coordinates per input, lowered to what p_small leaves as k approaches D."""
+    assert DataConfig(d=100, k=10).resolve().p_one == pytest.approx(2 / 100)
+    assert DataConfig(d=8, k=7).resolve().p_one == pytest.approx(1 / 8)
+    assert DataConfig(d=8, k=6).resolve().p_one == pytest.approx(2 / 8)
 
 
 _BAD_INTS = st.one_of(
@@ -271,7 +278,7 @@ def test_resolve_fills_every_derived_field(d, k_frac, dictionary, schedule, adv_
 
     D = 2 * d if dictionary == "overcomplete" else d
     assert r.data.n_features == D
-    assert r.data.p_one == pytest.approx(1 / D)
+    assert r.data.p_one == pytest.approx(min(2 / D, max(1 / D, 1 - k / D)))
     assert r.data.p_small == pytest.approx(k / D)
     assert r.data.spike_level == pytest.approx(k**-0.501)
     assert 0 <= r.data.spike_prob <= 1

@@ -320,21 +320,21 @@ def test_stream_state_round_trip_reproduces_next_batches(fixed):
 def test_data_config_defaults_resolve_to_paper_levels():
     c = DataConfig(d=50, k=5, sigma_x=0.2).resolve()
     assert c.n_features == 50
-    assert c.p_one == pytest.approx(1 / 50) and c.p_small == pytest.approx(5 / 50)
+    assert c.p_one == pytest.approx(2 / 50) and c.p_small == pytest.approx(5 / 50)
     assert c.levels == ((1.0, c.p_one), (1 / math.sqrt(5), c.p_small))
     assert c.spike_level == pytest.approx(5**-0.501)
     # default spike probability makes E ξ''_i² = σ_x² / D
     assert c.spike_level**2 * c.spike_prob == pytest.approx(0.2**2 / 50)
     o = DataConfig(d=50, k=5, dictionary="overcomplete").resolve()
-    assert o.n_features == 100 and o.p_one == pytest.approx(1 / 100) and o.p_small == pytest.approx(5 / 100)
+    assert o.n_features == 100 and o.p_one == pytest.approx(2 / 100) and o.p_small == pytest.approx(5 / 100)
 
 
 def test_config_levels_give_theta_k_sparsity():
-    # E‖z‖₀ = D (p_one + p_small) = 1 + k with the defaults
+    # E‖z‖₀ = D (p_one + p_small) = 2 + k with the defaults
     c = DataConfig(d=60, k=6).resolve()
     n = 2000
     z = sample_hidden(n, c.n_features, levels=c.levels, generator=gen(8), dtype=F64)
     q = c.p_one + c.p_small
-    assert abs(float((z != 0).sum(dim=1).double().mean()) - (1 + c.k)) < Z * math.sqrt(
+    assert abs(float((z != 0).sum(dim=1).double().mean()) - (2 + c.k)) < Z * math.sqrt(
         c.n_features * q * (1 - q) / n
     )
