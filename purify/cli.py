@@ -224,7 +224,8 @@ def _check_device(device: str) -> None:
 
 def _describe(config) -> str:
     d, n, t, e = config.data, config.net, config.train, config.eval
-    return (f"d={d.d} k={d.k} D={d.n_features} dictionary={d.dictionary} sigma_x={d.sigma_x:g} | "
+    return (f"d={d.d} k={d.k} D={d.n_features} dictionary={d.dictionary} "
+            f"p_one={d.p_one:.3g} p_small={d.p_small:.3g} sigma_x={d.sigma_x:g} | "
             f"m={n.width} sigma0={n.sigma0:.3g} bias={n.bias_schedule} lam={n.lam:.3g} | "
             f"steps clean={t.clean_steps} adv={t.adv_steps} lr={t.lr:g} adv_lr={t.adv_lr:g} "
             f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} "

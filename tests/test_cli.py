@@ -358,6 +358,8 @@ def test_simulate_prints_the_summary(tmp_path: Path):
     assert "clean model" in stdout and "robust model" in stdout and "ideal model" in stdout
     assert f"store: {tmp_path / 'r' / 'store.zarr'}" in stdout
     assert "seed=3" in err and "Traceback" not in err
+    # the derived values are shown, the z levels among them (d = 8, k = 1: 2/D and k/D)
+    assert "D=8 dictionary=orthogonal p_one=0.25 p_small=0.125 sigma_x=0.1" in err
 
 
 def test_linf_only_run_prints_and_reports(tmp_path: Path):
