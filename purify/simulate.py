@@ -33,7 +33,7 @@ from purify.evaluate import accuracy, evaluate
 from purify.learners.ideal import IdealRobustModel
 from purify.learners.symmetric import SymmetricReLUNet
 from purify.schedules import BiasSchedule, radius_floor
-from purify.summary import summarize
+from purify.summary import model_block, summarize
 from purify.train import CLEAN, DivergenceError, Timeline, train_step
 
 
@@ -425,14 +425,10 @@ class Simulation:
         e = evaluate(model, self.test.x[:n], self.test.y[:n], attacks=self.attacks,
                      taus={norm: [ev.taus(norm)[r1]] for norm in ev.norms},
                      generator=rng.generator(cfg.seed, "eval/bias_only", self.device))
-        block: dict = {"clean_accuracy": accuracy(model, self.test.x, self.test.y)}
-        if "l2" in ev.norms:
-            block["robust_accuracy"] = float(e.strongest["l2"][0])
-            block["robust_accuracy_by_attack"] = {
-                a: float(e.robust["l2"][j, 0]) for j, a in enumerate(ev.attacks)}
-        if "linf" in ev.norms:
-            block["robust_accuracy_linf"] = float(e.strongest["linf"][0])
-        return block
+        l2_by_attack = ({a: float(e.robust["l2"][j, 0]) for j, a in enumerate(ev.attacks)}
+                        if "l2" in ev.norms else {})
+        return model_block(accuracy(model, self.test.x, self.test.y),
+                           {n: float(e.strongest[n][0]) for n in ev.norms}, l2_by_attack)
 
     def request_stop(self, *_: object) -> None:
         self._stop_requested = True

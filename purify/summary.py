@@ -34,6 +34,19 @@ def relative_change(W_from: np.ndarray, W_to: np.ndarray) -> float:
     return float(((W_to - W_from) ** 2).sum() / (W_from**2).sum())
 
 
+def model_block(clean: float, strongest: dict[str, float], l2_by_attack: dict[str, float]) -> dict:
+    """One model's entry of the summary: clean accuracy, and per evaluated norm the
+    strongest-attack accuracy at ``τ`` (``robust_accuracy`` for ℓ₂ with its per-attacker
+    break-down, ``robust_accuracy_linf`` for ℓ∞)."""
+    block: dict = {"clean_accuracy": clean}
+    if "l2" in strongest:
+        block["robust_accuracy"] = strongest["l2"]
+        block["robust_accuracy_by_attack"] = l2_by_attack
+    if "linf" in strongest:
+        block["robust_accuracy_linf"] = strongest["linf"]
+    return block
+
+
 def _model_block(root: xr.Dataset, step: int | None, radius: float) -> dict:
     if step is None:  # the ideal model: stored once, not per step
         pick = {"radius": radius}
@@ -43,14 +56,10 @@ def _model_block(root: xr.Dataset, step: int | None, radius: float) -> dict:
         pick = {"step": step, "radius": radius}
         clean = float(root.clean_accuracy.sel(step=step))
         strongest, by_attack = root.strongest_accuracy.sel(pick), root.robust_accuracy.sel(pick)
-    block = {"clean_accuracy": clean}
-    if "l2" in root.norm.values:
-        block["robust_accuracy"] = float(strongest.sel(norm="l2"))
-        block["robust_accuracy_by_attack"] = {
-            str(a): float(by_attack.sel(norm="l2", attack=a)) for a in root.attack.values}
-    if "linf" in root.norm.values:
-        block["robust_accuracy_linf"] = float(strongest.sel(norm="linf"))
-    return block
+    norms = [str(n) for n in root.norm.values]
+    l2_by_attack = ({str(a): float(by_attack.sel(norm="l2", attack=a)) for a in root.attack.values}
+                    if "l2" in norms else {})
+    return model_block(clean, {n: float(strongest.sel(norm=n)) for n in norms}, l2_by_attack)
 
 
 def summarize(run: str | Path, *, allow_running: bool = False) -> dict:

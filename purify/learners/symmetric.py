@@ -68,6 +68,7 @@ class SymmetricReLUNet:
         self.W = W
         self.b = b
         self.sigma_rho = sigma_rho
+        self._one_sided: bool | None = None  # decided on the first smoothed forward, see _smoothed
 
     @property
     def width(self) -> int:
@@ -92,7 +93,11 @@ class SymmetricReLUNet:
             return (pos - neg).sum(dim=1), dpos + dneg
         s = self.sigma_rho.clamp_min(1e-30)
         inv = 1.0 / s
-        if bool((self.b >= _ONE_SIDED * s).all()):
+        if self._one_sided is None:
+            # b and σ_ρ are fixed for the network's life (a step or an attack builds its own), so
+            # test once: on CUDA, bool() of a device tensor is a sync per forward otherwise.
+            self._one_sided = bool((self.b >= _ONE_SIDED * s).all())
+        if self._one_sided:
             return self._smoothed_one_sided(u, s, inv)
         a_pos = (u - self.b).mul_(inv)
         a_neg = (u + self.b).mul_(inv).neg_()
