@@ -80,7 +80,7 @@ ensure_run(config, RUN)
 #
 # Three models at the evaluation radius `τ = 1/√k`: the network at the end of clean
 # training, the same network after adversarial training, and the ideal thresholded
-# classifier `f*(x) = Σ w*_i <M_i,x> 1[|<M_i,x>| ≥ 1/(2√k)]` of the paper (SPEC §4).
+# classifier `f*(x) = Σ w*_i <M_i,x> 1[|<M_i,x>| ≥ 1/(2√k)]` of the paper (§3; docs/theory.md §4.11).
 # "robust acc" is the accuracy under the strongest of FGM, PGD, the dense direction and
 # random noise, per example; "dense-only" is the attack `−τ y Mw*/‖Mw*‖`, which never looks
 # at the network.

@@ -1,8 +1,12 @@
 """purify: watch feature purification and adversarial robustness happen in two-layer networks.
 
-The pipeline, one module each: :mod:`purify.data` → :mod:`purify.learners` →
-:mod:`purify.train` → :mod:`purify.attacks` → :mod:`purify.evaluate` → :mod:`purify.store`
-→ :mod:`purify.summary` → :mod:`purify.cli`; :mod:`purify.simulate` runs them in order.
+The pipeline, one stage each: :mod:`purify.config` → :mod:`purify.data` →
+:mod:`purify.learners` → :mod:`purify.train` → :mod:`purify.attacks` → :mod:`purify.evaluate`
+→ :mod:`purify.store` → :mod:`purify.summary` → :mod:`purify.analysis` → :mod:`purify.plots`
+→ :mod:`purify.cli`.  :mod:`purify.simulate` runs one training run end to end,
+:mod:`purify.pipeline` adds its analyses and figures, :mod:`purify.sweep` runs grids of runs
+and :mod:`purify.experiments` the companion papers' experiments.  The mathematics each module
+implements is written out in ``docs/theory.md``.
 """
 
 __version__ = "0.1.0"

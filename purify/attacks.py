@@ -261,7 +261,7 @@ def single_step(
 
     n = x.shape[0]
     lo = torch.zeros(n, dtype=x.dtype, device=x.device)  # largest |η| known not to flip
-    hi = torch.full((n,), float("nan"), dtype=x.dtype, device=x.device)  # smallest known to
+    hi = torch.full((n,), float("nan"), dtype=x.dtype, device=x.device)  # smallest known to flip (NaN: none yet)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     for value in torch.logspace(math.log10(eta_min), math.log10(eta_max), grid, dtype=torch.float64).tolist():
         scale = torch.full((n,), value, dtype=x.dtype, device=x.device)

@@ -1,4 +1,4 @@
-"""Command line: ``purify simulate``, ``purify info``.
+"""Command line: ``purify simulate``, ``analyze``, ``plot``, ``info``, ``experiment``, ``sweep``, ``sweep-plot``.
 
 Thin runners in the style of msprime: :func:`main` takes ``argv`` so tests call it
 directly; each subcommand parses, validates everything before any work, calls the library

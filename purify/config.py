@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -59,7 +58,7 @@ def _prob(name: str, value: float | None) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Sparse-coding data (SPEC §1, Assumption 2.1)."""
+    """Sparse-coding data (Allen-Zhu & Li §2, Assumption 2.1; docs/theory.md §1)."""
 
     d: int = 1000  # input dimension
     k: int = 60  # sparsity scale: ‖z‖₀ = Θ(k); small coordinates have |z_i| = 1/√k
@@ -145,7 +144,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """The symmetric bias-ReLU learner and its schedules (SPEC §2, §4.1 of the paper)."""
+    """The symmetric bias-ReLU learner and its schedules (Allen-Zhu & Li §4, §4.1; docs/theory.md §2)."""
 
     width: int | None = None  # m; None → 2d
     sigma0: float | None = None  # init w_i ~ N(0, σ₀² I); None → 1/d
@@ -252,7 +251,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Clean and robust evaluation on the held-out set (SPEC §3 "Errors")."""
+    """Clean and robust evaluation on the held-out set (Allen-Zhu & Li Def. 4.3; docs/theory.md §3.3)."""
 
     tau: float | None = None  # ℓ₂ radius; None → 1/√k (Thm 5.3's scale)
     tau_linf: float | None = None  # ℓ∞ radius; None → τ/√d (the ℓ∞ ball inside the ℓ₂ one)
@@ -412,8 +411,3 @@ def _tuplify(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuplify(v) for v in value)
     return value
-
-
-def warn_theory(config: RunConfig) -> None:
-    for note in config.theory_warnings():
-        warnings.warn(note, TheoryWarning, stacklevel=2)

@@ -20,7 +20,7 @@ DICTIONARIES = ("identity", "orthogonal", "overcomplete")
 def make_dictionary(
     kind: str, d: int, n_features: int, *, generator: torch.Generator, dtype=torch.float32
 ) -> Tensor:
-    """Dictionary ``M`` of shape ``(d, D)`` with unit-norm columns (SPEC §1).
+    """Dictionary ``M`` of shape ``(d, D)`` with unit-norm columns (Allen-Zhu & Li §2; docs/theory.md §1).
 
     ``identity`` and ``orthogonal`` (Haar-random, via QR with the sign fix of Mezzadri 2007)
     need ``D = d`` and satisfy ``MᵀM = I``.  ``overcomplete`` draws ``D > d`` Gaussian columns
@@ -43,7 +43,7 @@ def make_dictionary(
 
 
 def make_teacher(n_features: int, *, generator: torch.Generator, dtype=torch.float32) -> Tensor:
-    """Teacher ``w* ∈ {±1}^D``, uniform signs (SPEC §1: ``|w*_i| = Θ(1)``)."""
+    """Teacher ``w* ∈ {±1}^D``, uniform signs (Allen-Zhu & Li §2: ``|w*_i| = Θ(1)``)."""
     return torch.randint(0, 2, (n_features,), generator=generator).to(dtype) * 2 - 1
 
 

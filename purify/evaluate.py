@@ -33,7 +33,7 @@ class Evaluation:
 
 
 def sign_correct(out: Tensor, y: Tensor) -> Tensor:
-    """Boolean ``(n,)``: ``sign f = y`` with ``sign(0) = +1`` (the labels' convention, SPEC §1)."""
+    """Boolean ``(n,)``: ``sign f = y`` with ``sign(0) = +1`` (the labels' convention, docs/theory.md §1)."""
     return torch.where(out >= 0, 1.0, -1.0).to(y.dtype) == y
 
 

@@ -14,8 +14,6 @@ import zlib
 import numpy as np
 import torch
 
-STREAMS = ("dictionary", "teacher", "init", "train_set", "data", "test", "rho", "attack", "eval")
-
 
 def resolve_seed(seed: int | None) -> int:
     """Return ``seed`` or, when it is ``None``, a fresh one drawn from the OS (to be recorded)."""
@@ -34,7 +32,3 @@ def generator(seed: int, name: str, device: str | torch.device = "cpu") -> torch
     g.manual_seed(stream_seed(seed, name))
     return g
 
-
-def generators(seed: int, device: str | torch.device = "cpu") -> dict[str, torch.Generator]:
-    """All named streams of :data:`STREAMS` for one run."""
-    return {name: generator(seed, name, device) for name in STREAMS}

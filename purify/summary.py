@@ -1,7 +1,7 @@
 """The headline numbers of a run, read back from its store.
 
 The summary compares the network at the end of clean training (``clean_model``), at the end
-of adversarial training (``robust_model``) and the ideal thresholded classifier of SPEC §4
+of adversarial training (``robust_model``) and the ideal thresholded classifier of Allen-Zhu & Li §3
 (``ideal_model``) at the evaluation radius ``τ`` (radius multiple 1), and measures how far
 adversarial training moved the neurons (Thm 5.3c): the relative change
 ``Σ‖w_i − w'_i‖² / Σ‖w_i‖²`` and the median ``θ(w_i, w'_i) = |<w_i,w'_i>|/(‖w_i‖‖w'_i‖)``.

@@ -1,4 +1,4 @@
-"""Tests of the lottery, mixture, purification and perturbation analyses (issue 3, items 1–4).
+"""Tests of the lottery, mixture, purification and perturbation analyses.
 
 One tiny real run is simulated once; each test copies it and overwrites its weight snapshots
 (and, where needed, biases) with weights of known structure, e.g. ``w_i = α M_j(i) + ε M w*``,

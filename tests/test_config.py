@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 
 import pytest
 from hypothesis import assume, given, settings
@@ -18,9 +17,7 @@ from purify.config import (
     EvalConfig,
     NetConfig,
     RunConfig,
-    TheoryWarning,
     TrainConfig,
-    warn_theory,
 )
 from purify.data import DICTIONARIES
 
@@ -440,10 +437,6 @@ def test_theory_warnings(d, k, fires):
     assert bool(notes) == fires
     if fires:
         assert len(notes) == 1 and f"k={k}" in notes[0] and "\n" not in notes[0]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warn_theory(cfg)
-    assert [w.category for w in caught] == ([TheoryWarning] if fires else [])
 
 
 def test_stored_config_without_adv_bias_reads_as_clean_biases():

@@ -1,4 +1,4 @@
-"""`lazy-vs-feature` and `ntk-lower-bound` (issue 4): helpers against closed forms, quick modes end to end."""
+"""`lazy-vs-feature` and `ntk-lower-bound`: helpers against closed forms, quick modes end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`lazy-single-step` and `lazy-adversarial` (issue 4, Wang et al. 2022 §5): data, helpers, quick modes."""
+"""`lazy-single-step` and `lazy-adversarial` (Wang et al. 2022 §5): data, helpers, quick modes."""
 
 from __future__ import annotations
 

@@ -330,7 +330,7 @@ def test_ntk_with_zero_smoothing_uses_the_indicators_of_the_definition():
 
 
 def test_ntk_function_is_odd():
-    # c_i is even in u_i, so p(−x) = −p(x): the tangent of an odd network (SPEC §2)
+    # c_i is even in u_i, so p(−x) = −p(x): the tangent of an odd network (docs/theory.md §2)
     model = random_ntk(sigma=0.3, bias=0.4, seed=121)
     x = torch.randn(20, model.W.shape[1], generator=gen(122), dtype=F64)
     torch.testing.assert_close(model(-x), -model(x), atol=1e-13, rtol=0)

@@ -1,4 +1,4 @@
-"""The notebooks (issue 5) and the API they use.
+"""The notebooks and the API they use.
 
 Every ``notebooks/NN_*.py`` (jupytext percent format, the source of truth, kept without
 outputs) is converted in memory and executed top to bottom on a fresh kernel with nbclient;
@@ -28,8 +28,9 @@ from purify.pipeline import config_differences, ensure_run
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-#: CPU seconds one notebook's kernel (one torch thread) may use: the issue's "2 minutes on 2
-#: cores", measured in CPU time because wall time on a shared machine measures the neighbours.
+#: CPU seconds one notebook's kernel (one torch thread) may use: a reader should see a notebook
+#: through in about 2 minutes on 2 cores; measured in CPU time because wall time on a shared
+#: machine measures the neighbours.
 NOTEBOOK_CPU_BUDGET = 120
 #: Seconds a single cell may run before nbclient gives up (a hang, not a slow machine).
 CELL_TIMEOUT = 900
@@ -40,7 +41,7 @@ CELL_TIMEOUT = 900
 # --------------------------------------------------------------------------------------
 
 
-def test_every_issue_notebook_is_present():
+def test_every_documented_notebook_is_present():
     names = {p.stem for p in NOTEBOOKS}
     assert {"00_quickstart", "01_neuron_trajectories", "02_lazy_vs_feature_learning",
             "03_sparse_reconstruction"} <= names

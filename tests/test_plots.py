@@ -1,4 +1,4 @@
-"""Tests of the figures (issue 3, item 8).
+"""Tests of the figures.
 
 Two layers.  Every figure function is tested on a small hand-built dataset with the schema it
 reads, checking that the drawn data *is* the data (lines, bars, images) as well as the

@@ -1,4 +1,4 @@
-"""Runs that survive faults (issue 6): SIGKILL anywhere then a bitwise-identical resume, integrity
+"""Runs that survive faults: SIGKILL anywhere then a bitwise-identical resume, integrity
 checks on open for every command that reads a store, disk and permission faults, and analyses
 that are written whole or not at all.
 

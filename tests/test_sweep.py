@@ -1,4 +1,4 @@
-"""Sweeps on Dask (issue 7): a real 2-worker LocalCluster (processes, loopback) runs 8 tiny cells —
+"""Sweeps on Dask: a real 2-worker LocalCluster (processes, loopback) runs 8 tiny cells —
 4 of them diverge by design (lr = 1e30), one was interrupted beforehand and resumes, one fails
 once on its worker and is retried — and the combined dataset must equal, bit for bit, the same
 cells run one by one in this process.  Then: re-running skips the complete cells (their files are

@@ -1,4 +1,4 @@
-"""The companion papers' experiments, reproduced on synthetic or package-bundled data (issue 4).
+"""The companion papers' experiments, reproduced on synthetic or package-bundled data.
 
 One module per experiment, each with ``TITLE``, ``PAPER``, ``FULL_TIME`` (expected wall time of
 full mode on 2 cores) and ``run(ctx: Context) -> Result``; :func:`run_experiment` owns

@@ -1,6 +1,6 @@
 """Wang et al. 2022 §5.2: projected adversarial training in the lazy regime; robustness collapses near 5/√d.
 
-Protocol (Wang, Ullah, Mianjy & Arora 2022, §5.2, Fig. 4, Appendix Algorithm 1; SPEC §5): the
+Protocol (Wang, Ullah, Mianjy & Arora 2022, §5.2, Fig. 4, Appendix Algorithm 1; docs/theory.md §5): the
 lazy two-layer ReLU net ``f(x) = (1/√m) Σ_s a_s ReLU(<w_s, x>)`` is trained adversarially —
 every mini-batch replaced by its ℓ₂ PGD adversarial examples of budget ``R`` (``T₂`` steps of
 size ``α = 2.5R/T₂``, i.e. ``2.5R/100`` at ``T₂ = 100``), one SGD step with ``β = 0.01`` on the

@@ -1,6 +1,6 @@
 """Wang et al. 2022 §5.1: one gradient step flips lazy-trained ReLU nets (‖∇f‖ ~ √d, η ~ 1/d, ‖δ‖ ~ 1/√d).
 
-Protocol (Wang, Ullah, Mianjy & Arora 2022, §5.1, Figs 2, 3, 5, 7; SPEC §5): for each input
+Protocol (Wang, Ullah, Mianjy & Arora 2022, §5.1, Figs 2, 3, 5, 7; docs/theory.md §5): for each input
 dimension ``d``, width ``m`` and lazy radius ``C₀``, the two-layer net
 ``f(x) = (1/√m) Σ_s a_s ReLU(<w_s, x>)`` (``w_{s,0} ~ N(0, I_d)``, ``a_s = ±1`` fixed) is trained
 by SGD on the logistic loss with learning rate 0.1 until an iterate leaves

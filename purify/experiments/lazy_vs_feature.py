@@ -1,7 +1,7 @@
 """Lazy vs feature learning on one sparse-coding problem: which learners are robust at which radius.
 
-Every learner of issue 4 is trained on the same data ``x = Mz + ξ`` (Allen-Zhu & Li §2) and
-attacked the same way (FGM, PGD and the dense direction ``M w*``, ℓ₂ and ℓ∞; SPEC §3):
+Every learner of ``purify.learners`` is trained on the same data ``x = Mz + ξ`` (Allen-Zhu & Li §2) and
+attacked the same way (FGM, PGD and the dense direction ``M w*``, ℓ₂ and ℓ∞; docs/theory.md §3):
 
 * ``feature_clean``, ``feature_adv`` — the symmetric bias-ReLU network of §4 trained by
   purify's own loop (:class:`purify.simulate.Simulation`, driven in memory: Algorithm 1 with
@@ -13,7 +13,7 @@ attacked the same way (FGM, PGD and the dense direction ``M w*``, ℓ₂ and ℓ
   trained linear weights ``v_i``);
 * ``linear_oracle`` ``<w*, Mᵀx>`` and ``logistic`` (scikit-learn) — the low-complexity models
   of §3;
-* ``ideal`` — the thresholded ``f*(x) = Σ w*_i <M_i,x> 1[|<M_i,x>| ≥ 1/(2√k)]`` (SPEC §4), the
+* ``ideal`` — the thresholded ``f*(x) = Σ w*_i <M_i,x> 1[|<M_i,x>| ≥ 1/(2√k)]`` (§3), the
   reference for what robustness the distribution allows.
 
 The headline is the *band*: radii where the adversarially trained feature-learning network

@@ -22,7 +22,7 @@ _ONE_SIDED = 10.0
 
 
 def smooth_relu(v: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
-    """``E_ρ ReLU(v + ρ)`` for ``ρ ~ N(0, s²)`` and its derivative ``Φ(v/s)`` (SPEC §2).
+    """``E_ρ ReLU(v + ρ)`` for ``ρ ~ N(0, s²)`` and its derivative ``Φ(v/s)`` (docs/theory.md §2).
 
     ``E ReLU(v + ρ) = v Φ(v/s) + s φ(v/s)``.  ``s = 0`` gives the plain ReLU (and its
     right-continuous derivative ``1[v ≥ 0]``) because ``v/s`` saturates.
@@ -41,7 +41,7 @@ def regularizer(W: Tensor) -> Tensor:
 
 
 def regularizer_grad(W: Tensor) -> Tensor:
-    """``∇ Σ_i Reg(w_i) = W + W ⊙ |W|`` coordinate-wise (SPEC §2)."""
+    """``∇ Σ_i Reg(w_i) = W + W ⊙ |W|`` coordinate-wise (Fact A.1; docs/theory.md §2)."""
     return W + W * W.abs()
 
 

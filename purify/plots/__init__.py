@@ -1,4 +1,4 @@
-"""Figures of a run (issue 3, item 8): one function per figure, and :func:`plot_run`.
+"""Figures of a run: one function per figure, and :func:`plot_run`.
 
 Every figure function takes xarray datasets (or plain arrays wrapped as DataArrays) and
 returns a :class:`matplotlib.figure.Figure` built without pyplot, so drawing has no global

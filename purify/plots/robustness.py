@@ -42,7 +42,7 @@ def robust_vs_tau(
     """Robust accuracy against the attack radius ``τ``, one panel per norm (§4.2, §6.2).
 
     Colour is the model (clean model at ``clean_step``, robust model at ``robust_step``,
-    the ideal thresholded classifier of SPEC §4 dashed), line style the attacker; the thick
+    the ideal thresholded classifier of Allen-Zhu & Li §3 dashed), line style the attacker; the thick
     solid line is the per-example strongest attacker.  Each curve starts at ``τ = 0`` with the
     model's clean accuracy.
 
@@ -167,7 +167,7 @@ VARIANT_STYLE = {
 def direction_norm_control(purif: xr.Dataset, *, caption: str = "") -> Figure:
     """Does adversarial training buy robustness through directions or through norms?
 
-    From the ``purification`` analysis' control (issue 3, item 3): the four networks that
+    From the ``purification`` analysis' control: the four networks that
     share the final frozen biases and differ in their weights (``control_accuracy(variant,
     radius)`` with coordinate ``tau(radius)``, ``control_clean_accuracy(variant)``) against the
     ℓ₂ radius, and the accuracy gain over the clean weights at the control radius

@@ -1,4 +1,4 @@
-"""Phase diagrams of a sweep (issue 7): heatmaps over two axes, lines over one with seed spread.
+"""Phase diagrams of a sweep: heatmaps over two axes, lines over one with seed spread.
 
 Both figures read the combined dataset of ``purify sweep`` (``SWEEP/sweep.zarr``, see
 :mod:`purify.sweep.combine`): variables over the sweep axes, ``seed`` among them, and

@@ -1,6 +1,6 @@
 """Figure of the training record: loss and accuracy per phase.
 
-It reads only the run's root group (issue 3, item 8): ``loss(iteration)``,
+It reads only the run's root group: ``loss(iteration)``,
 ``train_accuracy(iteration)`` with coordinate ``iteration_phase``; ``clean_accuracy(step)``,
 ``strongest_accuracy(step, norm, radius)`` with coordinates ``phase(step)`` and
 ``tau(norm, radius)``; and the ideal classifier's ``ideal_clean_accuracy``,

@@ -1,4 +1,4 @@
-"""Sweeps: many runs over a grid of configs, on Dask, combined into one dataset (issue 7).
+"""Sweeps: many runs over a grid of configs, on Dask, combined into one dataset.
 
 * :mod:`purify.sweep.spec` — the sweep file: a base config, axes over any config field (seed
   included), the analyses and summaries to collect; every cell validated up front;

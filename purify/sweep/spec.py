@@ -61,7 +61,7 @@ SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
     "robust_accuracy_bias_only": (("bias_only_model", "robust_accuracy"),
                                   "strongest-attack l2 accuracy at tau of the clean weights under the "
                                   "adversarial-training biases (NaN with adv_bias = clean)"),
-    "ideal_clean_accuracy": (("ideal_model", "clean_accuracy"), "clean accuracy of the ideal model (SPEC 4)"),
+    "ideal_clean_accuracy": (("ideal_model", "clean_accuracy"), "clean accuracy of the ideal model (Allen-Zhu & Li §3)"),
     "ideal_robust_accuracy": (("ideal_model", "robust_accuracy"),
                               "strongest-attack l2 accuracy at tau of the ideal model"),
     "relative_weight_change": (("relative_weight_change",),
