@@ -263,25 +263,3 @@ def test_context_streams_are_reproducible(tmp_path):
     assert torch.equal(torch.rand(3, generator=a[0]), torch.rand(3, generator=b[0]))
     assert not torch.equal(torch.rand(3, generator=a[1]), torch.rand(3, generator=b[1]))
 
-
-@pytest.mark.parametrize("script, name", [("random_net", "random-net"), ("ntk_adversarial", "ntk-adversarial")])
-def test_scripts_forward_to_the_experiment(script, name, monkeypatch, tmp_path, capsys):
-    import importlib.util
-    import runpy
-    from pathlib import Path
-
-    import purify.experiments
-
-    path = Path(__file__).parents[1] / "experiments" / f"{script}.py"
-    spec = importlib.util.spec_from_file_location(f"_script_{script}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    calls = []
-    monkeypatch.setattr(purify.experiments, "run_experiment", lambda *a, **kw: calls.append((a, kw)) or a[1])
-    assert mod.main(quick=True, out=tmp_path) == tmp_path
-    assert calls == [((name, tmp_path), {"quick": True})] and name in purify.experiments.EXPERIMENTS
-    # As a script, the arguments go to `purify experiment NAME ...`: bad input is a one-line error.
-    monkeypatch.setattr("sys.argv", [str(path), "--seed", "-1", "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit) as exc:
-        runpy.run_path(str(path), run_name="__main__")
-    assert exc.value.code == 2 and "--seed" in capsys.readouterr().err
