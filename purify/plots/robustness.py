@@ -39,7 +39,7 @@ def robust_vs_tau(
     robust_step: int | None = None,
     caption: str = "",
 ) -> Figure:
-    """Robust accuracy against the attack radius ``τ``, one panel per norm (§4.2, §6.2).
+    """Robust accuracy against the attack radius ``τ``, one panel per norm (Allen-Zhu & Li §4.2, §6.2).
 
     Colour is the model (clean model at ``clean_step``, robust model at ``robust_step``,
     the ideal thresholded classifier of Allen-Zhu & Li §3 dashed), line style the attacker; the thick
