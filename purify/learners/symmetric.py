@@ -102,7 +102,9 @@ class SymmetricReLUNet:
         :func:`smooth_relu` on both halves, fused: with ``a± = (±u − b)/s`` the output is
         ``Σ_i s_i [a+Φ(a+) + φ(a+) − a−Φ(a−) − φ(a−)]``, computed in place on four
         ``(n, m)`` buffers and reduced by one matrix-vector product.  The elementwise work
-        is most of a training step (see ``benchmarks/step_time.py``), so this matters.
+        is most of what a training step costs above its matrix products (see
+        ``benchmarks/step_time.py``), so this matters; :func:`_gauss_` says why its ``exp``
+        is clamped.
         """
         if u.requires_grad or self.W.requires_grad:
             # In-place buffers would break autograd, which the tests use as the reference.
