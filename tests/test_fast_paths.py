@@ -283,3 +283,25 @@ def test_thread_override_is_applied_and_a_bad_one_is_a_usage_error(monkeypatch, 
         monkeypatch.delenv(ENV)
         configure_threads(stored=before)
     assert torch.get_num_threads() == before
+
+
+def test_the_store_records_the_threads_and_a_resume_reuses_them(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    run = tmp_path / "run"
+    quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+    try:
+        monkeypatch.setenv(ENV, "2")
+        with quiet[0], quiet[1]:
+            # as small as a run gets: two threads on a loaded machine are slow
+            assert main(["simulate", *TINY, "--clean-steps", "4", "--adv-steps", "1", "--clean-snapshots", "2",
+                         "--adv-snapshots", "1", "--attacks", "fgm", "--norms", "l2", "--n-test", "40",
+                         "--n-eval", "20", "--out", str(run)]) == 0
+        assert S.read_attrs(run)["torch_threads"] == 2
+        monkeypatch.delenv(ENV)
+        configure_threads(stored=1)
+        with quiet[0], quiet[1]:
+            assert main(["simulate", "--out", str(run), "--resume", "--quiet", "--no-analysis"]) == 0
+        assert torch.get_num_threads() == 2  # the stored count, not the 1 set before
+    finally:
+        monkeypatch.delenv(ENV, raising=False)
+        configure_threads(stored=before)
