@@ -238,6 +238,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from purify.config import TheoryWarning
     from purify.simulate import Stopped, simulate
     from purify.summary import format_summary
+    from purify.threads import configure_threads
     from purify.train import DivergenceError
 
     if args.resume and args.overwrite:
@@ -256,11 +257,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _check_device(config.device)
     out = args.out or Path("runs") / f"d{config.data.d}-k{config.data.k}-seed{config.seed}"
 
+    threads = configure_threads(stored=_stored_threads(out) if args.resume else None)
+
     def announce(resolved) -> None:
         # Printed only once the folder is accepted, so a refused run prints its one error line.
         for note in resolved.theory_warnings():
             print(f"purify: warning: {note}", file=sys.stderr)
-        print(f"purify simulate: {_describe(resolved)}", file=sys.stderr)
+        print(f"purify simulate: {_describe(resolved)} | {threads.describe()}", file=sys.stderr)
         print(f"run folder: {out}", file=sys.stderr)
 
     try:
@@ -291,6 +294,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                   f"the run is complete; retry with: purify analyze {out}", file=sys.stderr)
             return EXIT_FAILED
     return 0
+
+
+def _stored_threads(out: Path) -> int | None:
+    """The torch threads a run to resume was started with (None if unreadable: simulate says why)."""
+    from purify import store as S
+
+    try:
+        return S.read_attrs(out).get("torch_threads")
+    except (S.StoreError, OSError, ValueError):
+        return None
 
 
 def _analyze_and_plot(out: Path) -> None:

@@ -35,6 +35,24 @@ def smooth_relu(v: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     return v * cdf + s * pdf, cdf
 
 
+def _gauss_(a: Tensor) -> Tensor:
+    """``exp(−a²/2)`` in place, with results below the dtype's smallest normal number set to 0.
+
+    float32 ``exp`` leaves its vector path for arguments below ``log(tiny) ≈ −87.3`` (results
+    that are denormal or 0, and ``−inf``) and runs 10–50× slower there.  Most entries of a
+    training step land there — a neuron is off for most inputs, at ``a ≈ −b/σ_ρ = −20`` — so
+    this one ``exp`` cost about as much as a matrix product.  Clamping the argument at that
+    floor keeps every entry on the vector path; the clamped entries (and the few just above,
+    up to twice the floor's value) are then set to exactly 0, which they already were or
+    within ``7e-38`` of (float32), so exact zeros stay exact (an example every neuron ignores keeps
+    ``f = 0``, hence ``sign(f) = +1``).  ``NaN`` becomes 0 here, but the ``aΦ(a)`` term beside
+    it keeps it.
+    """
+    floor = math.log(torch.finfo(a.dtype).tiny) + 1.0  # a margin inside the vector path
+    e = a.square_().mul_(-0.5).clamp_min_(floor).exp_()
+    return F.threshold(e, 2.0 * math.exp(floor), 0.0, inplace=True)
+
+
 def regularizer(W: Tensor) -> Tensor:
     """``Σ_i Reg(w_i)`` with ``Reg(w) = ‖w‖₂²/2 + ‖w‖₃³/3`` (§4)."""
     return 0.5 * (W * W).sum() + (W.abs() ** 3).sum() / 3.0
@@ -84,7 +102,9 @@ class SymmetricReLUNet:
         :func:`smooth_relu` on both halves, fused: with ``a± = (±u − b)/s`` the output is
         ``Σ_i s_i [a+Φ(a+) + φ(a+) − a−Φ(a−) − φ(a−)]``, computed in place on four
         ``(n, m)`` buffers and reduced by one matrix-vector product.  The elementwise work
-        is most of a training step (see ``benchmarks/step_time.py``), so this matters.
+        is most of what a training step costs above its matrix products (see
+        ``benchmarks/step_time.py``), so this matters; :func:`_gauss_` says why its ``exp``
+        is clamped.
         """
         if u.requires_grad or self.W.requires_grad:
             # In-place buffers would break autograd, which the tests use as the reference.
@@ -105,8 +125,8 @@ class SymmetricReLUNet:
         cdf_neg = torch.special.ndtr(a_neg)
         val = a_pos * cdf_pos
         val.sub_(cdf_neg.mul(a_neg))
-        # φ(a)√(2π) in place; a = ±inf (s underflowed) gives exp(−inf) = 0, the plain ReLU.
-        pdf_diff = a_pos.square_().mul_(-0.5).exp_().sub_(a_neg.square_().mul_(-0.5).exp_())
+        # φ(a)√(2π) in place; a = ±inf (s underflowed) gives 0, the plain ReLU.
+        pdf_diff = _gauss_(a_pos).sub_(_gauss_(a_neg))
         val.add_(pdf_diff, alpha=_INV_SQRT_2PI)
         return val @ s, cdf_pos.add_(cdf_neg)
 
@@ -122,9 +142,9 @@ class SymmetricReLUNet:
         a = u.abs().sub_(self.b).mul_(inv)
         cdf = torch.special.ndtr(a)
         val = a * cdf
-        val.add_(a.square_().mul_(-0.5).exp_(), alpha=_INV_SQRT_2PI)
+        val.add_(_gauss_(a), alpha=_INV_SQRT_2PI)
         # copysign keeps u = 0 at +h, but both halves are equal there: h(−b/s) < 1e-24, as above.
-        return torch.copysign(val, u) @ s, cdf
+        return val.copysign_(u) @ s, cdf
 
     def _noisy(self, u: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Output and ``∂f/∂u`` with one draw of ``ρ`` per example and neuron (Algorithm 1)."""
@@ -175,7 +195,8 @@ class SymmetricReLUNet:
         margin = y * out
         loss = F.softplus(-margin).mean()
         dloss = -y * torch.sigmoid(-margin) / x.shape[0]  # ∂loss/∂f, (n,)
-        grad = (c * dloss[:, None]).T @ x
+        # Σ_j c_ji dloss_j x_j: scaling x (n × d) instead of c (n × m, m = 2d) halves that pass.
+        grad = c.T @ (x * dloss[:, None])
         if lam:
             grad = grad + lam * regularizer_grad(self.W)
             loss = loss + lam * regularizer(self.W)

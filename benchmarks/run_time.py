@@ -1,0 +1,255 @@
+"""Benchmark: where the time of a whole ``purify simulate`` run goes, against its GEMM floor.
+
+    python benchmarks/run_time.py                  # the default run (d = 1000, k = 60)
+    python benchmarks/run_time.py --d 2000         # the large run
+    python benchmarks/run_time.py --quick          # d = 300: a smoke test of a minute or two
+    python benchmarks/run_time.py -- --n-eval 200  # anything after -- goes to purify simulate
+
+Runs ``purify simulate`` (analyses and figures included) in this process with lightweight
+timers wrapped around the library's functions from here — nothing in the library is
+instrumented — and prints the time of each part: training steps (with the attack inside an
+adversarial step), batch sampling, evaluation (by attack and by snapshot), analyses, figures,
+store writes, and the rest.  Parts are exclusive: a store write inside an evaluation counts as
+a store write, so the parts add up to the wall time.
+
+The floor: the run's matrix-product FLOPs (counted with ``torch.utils.flop_counter`` on the
+first clean and the first adversarial step and on the first network evaluation, scaled by their
+counts — the counter's per-op overhead would distort the times if it ran throughout; the
+analyses, mostly numpy and scikit-learn, are not counted) divided by the rate of a ``(batch × d) @ (d × m)`` float32 product measured in this
+process, at the run's thread count, before and after the run (the faster rate is used).  The
+ratio ``wall / floor`` is how far the run is from doing nothing but its matrix products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class Timers:
+    """Exclusive wall time per part: a part nested in another is subtracted from its parent."""
+
+    def __init__(self) -> None:
+        self.self_time: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, list[float]] = defaultdict(list)  # inclusive time of each call
+        self._stack: list[list] = []  # [name, start, child time]
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        if self._stack and self._stack[-1][0] == name:  # re-entrant: counted once, outermost
+            yield
+            return
+        frame = [name, time.perf_counter(), 0.0]
+        self._stack.append(frame)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+            total = time.perf_counter() - frame[1]
+            self.self_time[name] += total - frame[2]
+            self.calls[name].append(total)
+            if self._stack:
+                self._stack[-1][2] += total
+
+    def current(self) -> str | None:
+        return self._stack[-1][0] if self._stack else None
+
+
+class Flops:
+    """Matrix-product FLOPs by part (torch's flop counter: mm, addmm, bmm, …)."""
+
+    def __init__(self) -> None:
+        self.by_part: dict[str, float] = defaultdict(float)
+        self._active = False
+
+    def count(self, part: str, fn: Callable[[], Any], *, scale: float = 1.0) -> Any:
+        if self._active:  # already inside a counted call
+            return fn()
+        counter = FlopCounterMode(display=False)
+        self._active = True
+        try:
+            with counter:
+                out = fn()
+        finally:
+            self._active = False
+        self.by_part[part] += counter.get_total_flops() * scale
+        return out
+
+
+def _wrap(owner: Any, attr: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace ``owner.attr`` by ``make(original)`` if it exists (the library may change)."""
+    original = getattr(owner, attr, None)
+    if original is not None:
+        setattr(owner, attr, functools.wraps(original)(make(original)))
+
+
+def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
+    """Wrap the library's functions with timers and FLOP counters; return the step counts."""
+    import purify.analysis
+    import purify.attacks
+    import purify.data
+    import purify.plots
+    import purify.simulate
+    import purify.store
+
+    steps = {"clean": 0, "adversarial": 0, "evaluations": 0}
+    counted: set[str] = set()
+
+    def timed(name: str) -> Callable[[Callable], Callable]:
+        def make(fn: Callable) -> Callable:
+            def wrapper(*args, **kwargs):
+                with timers.part(name):
+                    return fn(*args, **kwargs)
+            return wrapper
+        return make
+
+    def train_step(fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            phase = "adversarial" if kwargs.get("attack") is not None else "clean"
+            steps[phase] += 1
+            with timers.part("training steps"):
+                if phase in counted:
+                    return fn(*args, **kwargs)
+                counted.add(phase)
+                # one step's FLOPs, scaled by the step count when the report is printed
+                return flops.count(f"training ({phase}, per step)", lambda: fn(*args, **kwargs))
+        return wrapper
+
+    def evaluation(fn: Callable) -> Callable:
+        # The first call evaluates the ideal model, the next ones networks of one shape: count
+        # those two (the counter's per-op overhead would distort the times) and scale the second.
+        def wrapper(*args, **kwargs):
+            steps["evaluations"] += 1
+            with timers.part("evaluation"):
+                if steps["evaluations"] > 2:
+                    return fn(*args, **kwargs)
+                part = "evaluation (ideal model)" if steps["evaluations"] == 1 else "evaluation (per network)"
+                return flops.count(part, lambda: fn(*args, **kwargs))
+        return wrapper
+
+    def attack_call(fn: Callable) -> Callable:
+        def wrapper(self, *args, **kwargs):
+            where = "training" if timers.current() == "training steps" else "evaluation"
+            norm = getattr(getattr(self, "norm", None), "name", None) or str(getattr(self, "norm", ""))
+            with timers.part(f"{where}: attack {type(self).__name__} {norm}".rstrip()):
+                return fn(self, *args, **kwargs)
+        return wrapper
+
+    _wrap(purify.simulate, "train_step", train_step)
+    _wrap(purify.simulate, "evaluate", evaluation)
+    _wrap(purify.simulate.Simulation, "_write_eval", timed("evaluation point"))
+    _wrap(purify.attacks.Attack, "__call__", attack_call)
+    _wrap(purify.data.DataStream, "next", timed("batch sampling"))
+    _wrap(purify.data.SparseCodingProblem, "sample", timed("batch sampling"))
+    _wrap(purify.analysis, "analyze", timed("analyses"))
+    _wrap(purify.plots, "plot_run", timed("figures"))
+    for name in dir(purify.store):
+        if name.startswith(("write", "save", "create", "update", "append")) and callable(getattr(purify.store, name)):
+            _wrap(purify.store, name, timed("store writes"))
+    return steps
+
+
+def gemm_rate(n: int, d: int, m: int, seconds: float = 1.5) -> float:
+    """FLOP/s of ``(n × d) @ (d × m)`` in float32 at the current thread count (median of runs)."""
+    a, b = torch.randn(n, d), torch.randn(d, m)
+    a @ b
+    rates, t_end = [], time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(rates) < 5:
+        t0 = time.perf_counter()
+        a @ b
+        rates.append(2.0 * n * d * m / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d", type=int, default=None, help="input dimension (default 1000; 300 with --quick)")
+    p.add_argument("--k", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="d = 300: a smoke run")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one, deleted)")
+    args = p.parse_args(argv)
+    d = args.d or (300 if args.quick else 1000)
+
+    from purify.cli import build_parser, config_from_args
+    from purify.cli import main as purify_main
+    from purify.threads import configure_threads
+
+    sim_args = ["simulate", "--d", str(d), "--k", str(args.k), "--seed", str(args.seed), "--quiet", *extra]
+    config = config_from_args(build_parser().parse_args(sim_args)).resolve()
+    setting = configure_threads()  # what purify simulate will choose, so the rate matches
+    n, m = config.train.batch_size, config.net.width
+    load0 = os.getloadavg()[0]
+    rate0 = gemm_rate(n, d, m)
+    timers, flops = Timers(), Flops()
+    steps = instrument(timers, flops)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp) / "run"
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            code = purify_main([*sim_args, "--out", str(out)])
+        wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"purify simulate failed with exit code {code}:\n{stdout.getvalue()}")
+    rate1 = gemm_rate(n, d, m)
+    load1 = os.getloadavg()[0]
+
+    print(f"purify simulate --d {d} --k {args.k} --seed {args.seed} {' '.join(extra)}".rstrip())
+    print(f"  m={m} batch={n} steps clean={steps['clean']} adversarial={steps['adversarial']}; "
+          f"threads: {setting.describe()}; load average {load0:.1f} before, {load1:.1f} after")
+    print(f"{'part':44}{'time (s)':>10}{'share':>8}")
+    # (part, prefix of the parts nested in it and printed under it)
+    order = [("training steps", "training: "), ("batch sampling", None), ("evaluation", "evaluation: "),
+             ("evaluation point", None), ("analyses", None), ("figures", None), ("store writes", None)]
+    rest = [k for k in timers.self_time if k not in dict(order)
+            and not any(prefix and k.startswith(prefix) for _, prefix in order)]
+    for name, prefix in [*order, *((k, None) for k in sorted(rest))]:
+        if name in timers.self_time:
+            t = timers.self_time[name]
+            label = {"evaluation": "evaluation (outside the attacks)",
+                     "evaluation point": "evaluation bookkeeping (snapshots, rows)"}.get(name, name)
+            if prefix:
+                label += " (outside the attacks)" if name == "training steps" else ""
+            print(f"  {label:42}{t:10.1f}{t / wall:8.1%}")
+        for sub in sorted(k for k in timers.self_time if prefix and k.startswith(prefix)):
+            t = timers.self_time[sub]
+            print(f"    {sub[len(prefix):]:40}{t:10.1f}{t / wall:8.1%}")
+    other = wall - sum(timers.self_time.values())
+    print(f"  {'other (setup, summary, logs, checkpoints)':42}{other:10.1f}{other / wall:8.1%}")
+    print(f"  {'total (wall)':42}{wall:10.1f}")
+    per_point = timers.calls.get("evaluation point", [])
+    if per_point:
+        print("  evaluation by snapshot (s, incl. its store writes): "
+              + " ".join(f"{t:.1f}" for t in per_point))
+    train = sum(flops.by_part.get(f"training ({ph}, per step)", 0.0) * steps[ph] for ph in ("clean", "adversarial"))
+    evals = (flops.by_part.get("evaluation (ideal model)", 0.0)
+             + flops.by_part.get("evaluation (per network)", 0.0) * max(0, steps["evaluations"] - 1))
+    total = train + evals
+    print(f"matrix-product FLOPs (torch, analyses not counted): training {train / 1e12:.3f} T, "
+          f"evaluation {evals / 1e12:.3f} T ({steps['evaluations']} calls); total {total / 1e12:.3f} T")
+    rate = max(rate0, rate1)
+    floor = total / rate
+    print(f"GEMM rate ({n}x{d} @ {d}x{m}, float32): {rate0 / 1e9:.0f} GFLOP/s before, "
+          f"{rate1 / 1e9:.0f} after; floor = {floor:.1f} s")
+    print(f"run / floor = {wall / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""The fast paths give the numbers of the straightforward code they replaced.
+
+* the sampler forms ``x = M(z + ξ'')`` from the nonzeros of ``z + ξ''`` instead of a dense
+  ``(n × D) @ Mᵀ`` (the reference below is that dense code, kept verbatim);
+* the smoothed activation's ``exp`` avoids float32's slow path for underflowing arguments;
+* the weight gradient scales ``x`` instead of ``c``;
+* so a small run stores what the code before these changes stored (values recorded by running
+  that code, pinned below);
+* the thread count follows its rules and its override.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from purify import store as S
+from purify.cli import main
+from purify.config import ConfigError
+from purify.data import Batch, SparseCodingProblem, labels, make_dictionary, make_teacher, sample_hidden
+from purify.learners.symmetric import SymmetricReLUNet, _gauss_
+from purify.threads import ENV, choose_threads, configure_threads
+
+F64 = torch.float64
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- the sampler
+
+
+def _dense_hidden(n, D, levels, generator, dtype):
+    """sample_hidden as it was: a bucketize and a gather over all n × D coordinates."""
+    bounds, values, lower = [], [], 0.0
+    for magnitude, prob in levels:
+        bounds += [lower + prob / 2, lower + prob]
+        values += [-magnitude, magnitude]
+        lower += prob
+    values.append(0.0)
+    u = torch.rand(n, D, generator=generator, dtype=torch.float64)
+    idx = torch.bucketize(u, torch.tensor(bounds, dtype=torch.float64), right=True)
+    return torch.tensor(values, dtype=dtype)[idx]
+
+
+def _dense_sample(p: SparseCodingProblem, n: int, generator: torch.Generator) -> Batch:
+    """SparseCodingProblem.sample as it was: x = (z + ξ'') Mᵀ as a dense product."""
+    D, dtype = p.n_features, p.M.dtype
+    z = _dense_hidden(n, D, p.levels, generator, dtype)
+    h = z
+    if p.spike_prob > 0 and p.spike_level > 0:
+        h = z + _dense_hidden(n, D, ((p.spike_level, p.spike_prob),), generator, dtype)
+    x = h @ p.M.T
+    if p.sigma_x > 0:
+        x = x + torch.randn(n, p.d, generator=generator, dtype=dtype) * (p.sigma_x / math.sqrt(p.d))
+    return Batch(x, labels(z, p.w_star), z)
+
+
+def _problem(kind, d, D, k, *, dtype, noise: bool, seed: int) -> SparseCodingProblem:
+    M = make_dictionary(kind, d, D, generator=gen(seed), dtype=dtype)
+    w = make_teacher(D, generator=gen(seed + 1), dtype=dtype)
+    levels = ((1.0, 2.0 / D), (1.0 / math.sqrt(k), k / D))
+    if not noise:
+        return SparseCodingProblem(M, w, levels, 0.0, 0.0, 0.0)
+    level = 1.0 / k**0.501
+    return SparseCodingProblem(M, w, levels, 0.1, level, 0.1**2 / (D * level**2) * 20)
+
+
+@pytest.mark.parametrize("kind,d,D,k,n", [
+    ("orthogonal", 100, 100, 8, 512),
+    ("overcomplete", 60, 120, 6, 300),
+    ("identity", 50, 50, 5, 64),
+    ("orthogonal", 300, 300, 20, 1),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("noise", [True, False], ids=["noise", "noiseless"])
+def test_sparse_sampler_equals_the_dense_one(kind, d, D, k, n, dtype, noise):
+    p = _problem(kind, d, D, k, dtype=dtype, noise=noise, seed=d + n)
+    for seed in (0, 1, 2):
+        new, old = p.sample(n, generator=gen(seed)), _dense_sample(p, n, gen(seed))
+        # the same draws: codes and labels exactly, x to the round-off of another summation order
+        assert torch.equal(new.z, old.z) and torch.equal(new.y, old.y)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(new.x, old.x, rtol=0, atol=tol)
+        assert new.x.dtype == dtype and new.x.shape == (n, d)
+
+
+def test_sparse_sampler_consumes_the_stream_as_the_dense_one():
+    # a fixed training set (one large draw) and the online batches after it see the same stream
+    p = _problem("overcomplete", 40, 80, 4, dtype=torch.float32, noise=True, seed=5)
+    g_new, g_old = gen(9), gen(9)
+    for n in (1000, 128, 128):
+        new, old = p.sample(n, generator=g_new), _dense_sample(p, n, g_old)
+        assert torch.equal(new.z, old.z)
+        torch.testing.assert_close(new.x, old.x, rtol=0, atol=1e-5)
+    assert torch.equal(g_new.get_state(), g_old.get_state())
+
+
+def test_sample_hidden_is_unchanged_bit_for_bit():
+    levels = ((1.0, 0.05), (0.25, 0.2), (0.6, 0.1))
+    for dtype in (torch.float32, F64):
+        assert torch.equal(sample_hidden(300, 40, levels=levels, generator=gen(3), dtype=dtype),
+                           _dense_hidden(300, 40, levels, gen(3), dtype))
+
+
+def test_a_spike_on_an_active_code_coordinate_adds():
+    # z and ξ'' share a coordinate: x must hold M (z + ξ'') there, not one of them
+    M = torch.eye(3, dtype=F64)
+    p = SparseCodingProblem(M, torch.ones(3, dtype=F64), ((1.0, 1.0),), 0.0, 0.25, 1.0)
+    b = p.sample(50, generator=gen(0))
+    assert bool((b.z.abs() == 1).all())
+    assert set(np.unique(np.round((b.x - b.z).numpy(), 12)).tolist()) == {-0.25, 0.25}
+
+
+# ---------------------------------------------------------------------------- the activation
+
+
+def _old_one_sided(u, b, s):
+    """The one-sided pass as it was (exp on the full range)."""
+    s = s.clamp_min(1e-30)
+    a = u.abs().sub_(b).mul_(1.0 / s)
+    cdf = torch.special.ndtr(a)
+    val = a * cdf
+    val.add_(a.square_().mul_(-0.5).exp_(), alpha=_INV_SQRT_2PI)
+    return torch.copysign(val, u) @ s, cdf
+
+
+def _old_two_sided(u, b, s):
+    s = s.clamp_min(1e-30)
+    inv = 1.0 / s
+    a_pos = (u - b).mul_(inv)
+    a_neg = (u + b).mul_(inv).neg_()
+    cdf_pos, cdf_neg = torch.special.ndtr(a_pos), torch.special.ndtr(a_neg)
+    val = a_pos * cdf_pos
+    val.sub_(cdf_neg.mul(a_neg))
+    val.add_(a_pos.square_().mul_(-0.5).exp_().sub_(a_neg.square_().mul_(-0.5).exp_()), alpha=_INV_SQRT_2PI)
+    return val @ s, cdf_pos.add_(cdf_neg)
+
+
+def _net(dtype, ratio, seed=0):
+    """A net whose pre-activations reach far past the range where exp(−a²/2) underflows."""
+    g = gen(seed)
+    W = torch.randn(300, 20, generator=g, dtype=dtype) * 0.3
+    b = 0.5 + torch.rand(300, generator=g, dtype=dtype)
+    x = torch.randn(200, 20, generator=g, dtype=dtype) * torch.logspace(-3, 0.5, 200, dtype=dtype)[:, None]
+    return SymmetricReLUNet(W, b, ratio * b), x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("ratio", [0.05, 0.3], ids=["one-sided", "two-sided"])
+def test_fused_activation_equals_the_previous_formula(dtype, ratio):
+    net, x = _net(dtype, ratio)
+    u = x @ net.W.T
+    a = (u.abs() - net.b) / net.sigma_rho
+    # entries on both sides of the threshold, far enough out for exp(−a²/2) to underflow
+    assert float(a.min()) < -3 and float(a.max()) > 15 and float((a.abs() > 13.2).float().mean()) > 0.01
+    old = (_old_one_sided if ratio <= 0.1 else _old_two_sided)(u.clone(), net.b, net.sigma_rho)
+    out, grad = net.forward_and_input_grad(x)
+    tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 1e-13}
+    torch.testing.assert_close(out, old[0], **tol)
+    torch.testing.assert_close(grad, old[1] @ net.W, **tol)
+    # the derivative itself, entry by entry, through the step's gradient
+    y = torch.where(torch.arange(200) % 2 == 0, 1.0, -1.0).to(dtype)
+    res = net.loss_and_grad(x, y)
+    dloss = -y * torch.sigmoid(-y * old[0]) / x.shape[0]
+    torch.testing.assert_close(res.grad, (old[1] * dloss[:, None]).T @ x, **tol)
+
+
+def test_exp_keeps_exact_zeros_and_flushes_only_below_the_smallest_normal():
+    for dtype in (torch.float32, F64):
+        tiny = torch.finfo(dtype).tiny
+        a = torch.linspace(-60, 60, 20001, dtype=dtype)
+        exact = torch.exp(-0.5 * a * a)
+        got = _gauss_(a.clone())
+        keep = exact > 2 * math.e * tiny
+        assert torch.equal(got[keep], exact[keep])
+        assert bool((got[~keep] == 0).all()) and bool((exact[~keep] < 2 * math.e * tiny).all())
+
+
+def test_an_example_every_neuron_ignores_has_output_exactly_zero():
+    # its label under sign(0) = +1 must not depend on denormal round-off
+    W = torch.randn(50, 10, generator=gen(1))
+    b = torch.full((50,), 10.0)
+    net = SymmetricReLUNet(W, b, 0.05 * b)
+    x = torch.randn(4, 10, generator=gen(2)) * 1e-3
+    assert torch.equal(net(x), torch.zeros(4)) and torch.equal(net(-x), torch.zeros(4))
+
+
+def test_nan_weights_still_give_a_nan_output():
+    # divergence detection relies on it
+    W = torch.randn(8, 5, generator=gen(1))
+    W[3, 2] = float("nan")
+    for ratio in (0.05, 0.5):
+        b = torch.ones(8)
+        out = SymmetricReLUNet(W, b, ratio * b)(torch.randn(3, 5, generator=gen(2)))
+        assert bool(out.isnan().all())
+
+
+# ---------------------------------------------------------------------------- a small run
+
+
+TINY = ["--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",
+        "--n-test", "200", "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3",
+        "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet",
+        "--no-analysis", "--seed", "0"]
+
+# Recorded with the code before the sparse sampler and the fused passes (one thread):
+# per snapshot Σ W and ‖W‖_F, the sum of the loss curve, clean accuracy per snapshot.
+BEFORE = {
+    "default": ([], [-1.53706075, -1.44427075, -1.33060289, 3.65138825, 4.02420532, 3.8468221],
+                [1.42766542, 1.42475857, 1.46681941, 6.178456, 5.47931303, 5.16351437],
+                13.72105685, [0.46, 0.46, 0.57, 0.9, 0.875, 0.85]),
+    "overcomplete": (["--dictionary", "overcomplete"],
+                     [-1.53706075, -1.64888414, -1.87213975, -4.93430849, -1.44128318, -1.76535288],
+                     [1.42766542, 1.42963108, 1.50481873, 4.2968269, 3.18361419, 2.8497387],
+                     14.525859, [0.48, 0.48, 0.595, 0.81, 0.8, 0.805]),
+    "n_train": (["--n-train", "256"],
+                [-1.53706075, -1.35624312, -0.69276812, 6.54564443, 7.21182648, 7.22644739],
+                [1.42766542, 1.43007217, 1.60025974, 5.83364624, 5.78980831, 5.92238721],
+                11.18835653, [0.46, 0.48, 0.53, 0.815, 0.755, 0.765]),
+    "paper-two-sided": (["--bias-schedule", "paper", "--adv-steps", "5"],
+                        [-1.53706075, 4.07003625, 8.41657909, 5.21766203, 5.16188023, 5.09460369],
+                        [1.42766542, 1.4734156, 2.04894795, 1.96965446, 1.95028789, 1.92186867],
+                        10.36958629, [0.505, 0.745, 0.85, 0.89, 0.89, 0.89]),
+}
+
+
+@pytest.mark.parametrize("name", list(BEFORE))
+def test_a_small_run_stores_what_the_code_before_stored(name, tmp_path: Path):
+    extra, w_sum, w_norm, loss_sum, clean = BEFORE[name]
+    run = tmp_path / "run"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["simulate", *TINY, *extra, "--out", str(run)]) == 0, err.getvalue()
+    W = S.load_run(run, "snapshots").W.values.astype(np.float64)
+    root = S.load_run(run)
+    np.testing.assert_allclose(W.sum(axis=(1, 2)), w_sum, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=(1, 2)), w_norm, rtol=1e-6)
+    np.testing.assert_allclose(root.loss.values.astype(np.float64).sum(), loss_sum, rtol=1e-6)
+    # Up to two of 200 held-out examples may change sides: those whose output the old code
+    # left at a denormal (|f| < 1e-42, every neuron ≥ 13 σ_ρ from its threshold) of either sign
+    # now have f = 0 exactly, hence the label +1.
+    np.testing.assert_allclose(root.clean_accuracy.values, clean, rtol=0, atol=2 / 200 + 1e-6)
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def test_thread_rules():
+    assert choose_threads(default=2, cores=2, load=0.2).threads == 2
+    assert choose_threads(default=2, cores=2, load=0.7).threads == 1  # 1.3 idle cores
+    assert choose_threads(default=8, cores=4, load=1.4).threads == 3  # affinity, then idle
+    assert choose_threads(default=1, cores=4, load=0.0).threads == 1  # a caller's pin stays
+    assert choose_threads(default=2, cores=2, load=9.0).threads == 1  # never below one
+    assert choose_threads(default=2, cores=2, load=None).threads == 2
+    assert choose_threads(stored=2, default=1, cores=2, load=5.0).threads == 2  # resume
+    assert choose_threads(override="3", stored=2, default=1, cores=2, load=5.0).threads == 3
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_thread_override_must_be_a_positive_integer(bad):
+    with pytest.raises(ConfigError, match=ENV):
+        choose_threads(override=bad)
+
+
+def test_thread_override_is_applied_and_a_bad_one_is_a_usage_error(monkeypatch, capsys):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(ENV, "2")
+        assert configure_threads().threads == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv(ENV, "x")
+        assert main(["simulate", "--out", "/nonexistent/never"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ENV in err
+    finally:
+        monkeypatch.delenv(ENV)
+        configure_threads(stored=before)
+    assert torch.get_num_threads() == before
+
+
+def test_the_store_records_the_threads_and_a_resume_reuses_them(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    run = tmp_path / "run"
+    quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+    try:
+        monkeypatch.setenv(ENV, "2")
+        with quiet[0], quiet[1]:
+            # as small as a run gets: two threads on a loaded machine are slow
+            assert main(["simulate", *TINY, "--clean-steps", "4", "--adv-steps", "1", "--clean-snapshots", "2",
+                         "--adv-snapshots", "1", "--attacks", "fgm", "--norms", "l2", "--n-test", "40",
+                         "--n-eval", "20", "--out", str(run)]) == 0
+        assert S.read_attrs(run)["torch_threads"] == 2
+        monkeypatch.delenv(ENV)
+        configure_threads(stored=1)
+        with quiet[0], quiet[1]:
+            assert main(["simulate", "--out", str(run), "--resume", "--quiet", "--no-analysis"]) == 0
+        assert torch.get_num_threads() == 2  # the stored count, not the 1 set before
+    finally:
+        monkeypatch.delenv(ENV, raising=False)
+        configure_threads(stored=before)
