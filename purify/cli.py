@@ -145,6 +145,8 @@ def build_parser() -> _Parser:
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    sim.add_argument("--dry-run", action="store_true",
+                     help="print the derived config and the estimated memory and store size, then exit")
     sim.add_argument("--no-analysis", action="store_true",
                      help="skip the per-neuron analyses and figures (purify analyze / plot do them later)")
 
@@ -255,6 +257,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         config = config_from_args(args).resolve()
         _check_device(config.device)
     out = args.out or Path("runs") / f"d{config.data.d}-k{config.data.k}-seed{config.seed}"
+    if config is not None:
+        from purify.resources import check_fits
+
+        given = {flag[2:].replace("-", "_") for flag, *_ in OPTIONS if getattr(args, _dest(flag)) is not None}
+        estimate = check_fits(config, out, given=given)
+        if args.dry_run:
+            print(f"purify simulate: {_describe(config)}")
+            for note in config.theory_warnings():
+                print(f"warning: {note}")
+            print(estimate.describe())
+            print(f"run folder: {out} (nothing written: --dry-run)")
+            return 0
+    elif args.dry_run:
+        raise UsageError("--dry-run describes a new run; it cannot be combined with --resume")
 
     def announce(resolved) -> None:
         # Printed only once the folder is accepted, so a refused run prints its one error line.
