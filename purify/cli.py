@@ -18,7 +18,6 @@ import math
 import os
 import re
 import sys
-import tomllib
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -180,20 +179,9 @@ def build_parser() -> _Parser:
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read --config {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot parse --config {path}: not a UTF-8 text file") from None
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"cannot parse --config {path}: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"cannot use --config {path}: it must hold a table of options, "
-                         f"not a {type(raw).__name__}")
-    return raw
+    from purify.config import read_table_file
+
+    return read_table_file(path, "--config")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -533,6 +521,8 @@ def _sweep_values(flag: str, text: str, kind: Callable[[str], Any]) -> tuple[Any
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from purify import sweep as SW
+    from purify.resources import check_sweep_fits
+    from purify.sweep.combine import cell_dir
 
     for flag, value, low in (("--workers", args.workers, 1), ("--threads-per-cell", args.threads_per_cell, 1),
                              ("--retries", args.retries, 0), ("--seeds", args.seeds, 1)):
@@ -540,6 +530,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"invalid {flag}={value}: must be an integer >= {low}")
     if args.workers is not None and args.scheduler:
         raise UsageError("--workers sizes the local cluster; the cluster at --scheduler has its own workers")
+    if args.seeds is not None and args.seeds > SW.MAX_CELLS:
+        raise UsageError(f"invalid --seeds={args.seeds}: a sweep has at most {SW.MAX_CELLS} cells")
     if args.seeds is not None and args.seed is not None:
         raise UsageError("--seed and --seeds cannot be combined")
     overrides = [(f"{section}.{name}", _sweep_values(flag, getattr(args, _dest(flag)), kind))
@@ -557,6 +549,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         aliases = {flag.lstrip("-"): f"{section}.{name}" for flag, section, name, *_ in OPTIONS}
         spec = SW.build_spec(args.spec, overrides, analyses=args.analyses, aliases=aliases, stored=stored)
         out = args.out or SW.default_out(args.spec, spec)
+        # Every cell is sized before any starts; cells already stored take no new disk.
+        check_sweep_fits([(" ".join(f"{n}={v}" for n, v in c.values), c.config) for c in spec.cells()
+                          if not (cell_dir(out, c) / "store.zarr").exists()], out)
         result = SW.run_sweep(spec, out, workers=args.workers, threads_per_cell=args.threads_per_cell,
                               scheduler=args.scheduler, retries=args.retries, overwrite=args.overwrite,
                               progress=not args.quiet)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tomllib
 import warnings
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from purify.attacks import ATTACKS, NORMS
@@ -55,10 +57,15 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"invalid {name}={value!r}: {allowed}", name, value, allowed)
 
 
-def _positive(name: str, value: float | int | None) -> None:
+#: Largest float32: the bound of reals that only scale other values (step sizes).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _positive(name: str, value: float | int | None, largest: float = LARGEST_REAL) -> None:
     if value is not None:
         _check(_finite(value) and value > 0, name, value, "must be > 0")
-        _check(value <= LARGEST_REAL, name, value, _TOO_LARGE)
+        _check(value <= largest, name, value, _TOO_LARGE if largest == LARGEST_REAL else
+               f"must be at most {largest:.3g} (the largest float32)")
 
 
 def _nonnegative(name: str, value: float | int | None) -> None:
@@ -248,8 +255,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None:
                 _count(name, v, 0)
-        _positive("lr", self.lr)
-        _positive("adv_lr", self.adv_lr)
+        _positive("lr", self.lr, FLOAT32_MAX)
+        _positive("adv_lr", self.adv_lr, FLOAT32_MAX)
         _count("batch_size", self.batch_size, 1)
         _check(self.adv_attack in ("fgm", "pgd"), "adv_attack", self.adv_attack,
                "allowed: fgm, pgd")
@@ -500,6 +507,97 @@ def find_option(config: RunConfig, name: str) -> Any:
         if hasattr(part, name):
             return getattr(part, name)
     return None
+
+
+#: Limits of a config or sweep file: a config is four levels deep at most (table, section,
+#: list, pair) and a few kilobytes; these leave room and stop hostile files early.
+MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 16
+
+
+def read_table_file(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file (or JSON by its ``.json`` suffix) holding a table of options.
+
+    The file must be a regular file of at most `MAX_FILE_BYTES`, UTF-8, nested at most
+    `MAX_DEPTH` levels and hold only strings, numbers, booleans, lists and tables (no TOML
+    dates).  `what` names the file in messages (``"--config"``, ``"sweep file"``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and what is wrong with it.
+    """
+    try:
+        # A FIFO or a device (/dev/zero) would block or never end: regular files only.
+        regular, exists = path.is_file(), path.exists()
+        data = b""
+        if regular:
+            with path.open("rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:  # e.g. a NUL byte in the path
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {e}") from None
+    if not regular:
+        raise ConfigError(f"cannot read {what} {path}: {'not a regular file' if exists else 'no such file'}")
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"cannot use {what} {path}: larger than {MAX_FILE_BYTES:,} bytes; "
+                          "a config is a few lines")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot parse {what} {path}: not a UTF-8 text file") from None
+    depth = _bracket_depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"cannot use {what} {path}: nested {depth} levels deep (at most {MAX_DEPTH})")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except RecursionError:  # a nesting the bracket count missed (e.g. dotted TOML keys)
+        raise ConfigError(f"cannot use {what} {path}: nested too deeply") from None
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot parse {what} {path}: {' '.join(str(e).split())[:300]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"cannot use {what} {path}: it must hold a table of options, "
+                          f"not a {type(raw).__name__}")
+    bad = _first_foreign_value(raw, "", MAX_DEPTH)
+    if bad is not None:
+        raise ConfigError(f"cannot use {what} {path}: {bad}")
+    return raw
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in `text`: at least the parsed depth of bracketed values,
+    counted before a recursive parser sees them (brackets inside strings count too; no real
+    config holds a string of 16 brackets)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _first_foreign_value(value: Any, where: str, depth: int) -> str | None:
+    """Describe the first value that is not a string, number, boolean, list or table."""
+    if depth < 0:
+        return f"nested more than {MAX_DEPTH} levels deep (at {where or 'the top'})"
+    if isinstance(value, dict):
+        for key, v in value.items():
+            found = _first_foreign_value(v, f"{where}.{key}" if where else str(key), depth - 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _first_foreign_value(v, f"{where}[{i}]", depth - 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (str, int, float, bool)):
+        return None
+    return f"{where} holds a {type(value).__name__}; allowed: strings, numbers, booleans, lists and tables"
 
 
 def _tuplify(value: Any) -> Any:

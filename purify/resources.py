@@ -7,12 +7,13 @@ and the hidden codes are drawn in float64 = 8 bytes):
 * held for the whole run: the dictionary ``M`` (d × D), the held-out set (``n_test`` × (d + D):
   inputs and codes), a fixed training set if any (``n_train`` × (d + D)), the weights and the
   copies a step, a checkpoint and a snapshot write make (5 × m × d);
-* the largest transient of: creating the store (every weight snapshot pre-allocated:
+* the transients, added up (the allocator keeps freed blocks, so they do not simply take
+  turns): creating the store (every weight snapshot pre-allocated:
   snapshots × m × d), drawing the dictionary (QR of a d × D float64 matrix: 3 copies), drawing
   a set of n examples (uniforms, codes and spikes: 5 float64-sized n × D arrays, plus n × d),
   a training step (7 (B × m) activation buffers, twice for the attack's extra forward, plus the
   batch draw) and an evaluation chunk (≤ 1024 examples: 7 (chunk × m) buffers per forward);
-* the interpreter with torch, numpy, xarray and zarr loaded (`BASELINE_BYTES`, measured).
+* the interpreter with torch, numpy, xarray, zarr and scikit-learn loaded (`BASELINE_BYTES`).
 
 The store size is its uncompressed content (snapshots of W, b, σ_ρ; the dictionary; the
 curves) plus the checkpoint: an upper bound, since chunks only shrink under zstd.
@@ -29,9 +30,9 @@ from pathlib import Path
 
 from purify.config import ConfigError, RunConfig, find_option
 
-#: Resident memory of ``purify simulate`` before it allocates anything (Python, torch, numpy,
-#: xarray, zarr imported; measured as max RSS with ``/usr/bin/time -v`` on Linux, CPU torch).
-BASELINE_BYTES = 300 * 2**20
+#: Resident memory of ``purify simulate`` with nothing to hold: the max RSS of a d = 8, m = 8
+#: run (``/usr/bin/time -v``, Linux, CPU torch 2.13, one thread) was 377 MB.
+BASELINE_BYTES = 380 * 2**20
 
 #: Examples per evaluation chunk (`purify.evaluate.evaluate`'s ``chunk``).
 EVAL_CHUNK = 1024
@@ -52,7 +53,7 @@ class Term:
 class Estimate:
     """Peak memory and store size of a run, with the terms they are made of."""
 
-    memory: tuple[Term, ...]  # held terms, then the largest transient
+    memory: tuple[Term, ...]  # held terms and transients
     store: tuple[Term, ...]
 
     @property
@@ -127,8 +128,7 @@ def estimate(config: RunConfig) -> Estimate:
              ("batch_size", "m", "d")),
         Term("evaluation chunk", 7 * chunk * m * _F32 + 4 * chunk * d * _F32, ("m", "n_test", "d")),
     )
-    peak = max(transient, key=lambda t: t.bytes)
-    memory = tuple(t for t in held if t.bytes) + (peak,)
+    memory = tuple(t for t in held + transient if t.bytes)
     radii = len(ev.radii) * len(ev.norms)
     store = (
         Term("weight snapshots", snaps * m * (d + 2) * _F32, ("m", "d", "clean_snapshots", "adv_snapshots")),
@@ -177,8 +177,8 @@ def _culprit(terms: tuple[Term, ...], config: RunConfig, given: set[str]) -> str
     return f"{' '.join(shown)} ({top.what} {format_bytes(top.bytes)})"
 
 
-def check_fits(config: RunConfig, out: str | Path | None, *, given: set[str] = frozenset(),
-               copies: int = 1) -> Estimate:
+def check_fits(config: RunConfig, out: str | Path | None, *, given: set[str] | frozenset[str] = frozenset()
+               ) -> Estimate:
     """Refuse a run that cannot fit in this machine's memory or on the disk of `out`.
 
     Parameters
@@ -186,8 +186,6 @@ def check_fits(config: RunConfig, out: str | Path | None, *, given: set[str] = f
     config : the resolved config.
     out : the run folder (its file system's free space is checked), or None to skip the disk.
     given : option names the user set (named first when a size is to blame).
-    copies : stores that will be written on that disk (a sweep's cells); memory is checked
-        per run.
 
     Raises
     ------
@@ -201,9 +199,23 @@ def check_fits(config: RunConfig, out: str | Path | None, *, given: set[str] = f
                           f"{format_bytes(est.memory_bytes)} of memory, {format_bytes(memory)} "
                           "are available")
     disk = free_disk(out) if out is not None else None
-    if disk is not None and est.store_bytes * copies > disk:
-        many = f" for {copies} runs" if copies > 1 else ""
+    if disk is not None and est.store_bytes > disk:
         raise ConfigError(f"invalid {_culprit(est.store, config, given)}: the store needs up to "
-                          f"{format_bytes(est.store_bytes * copies)}{many}, {format_bytes(disk)} "
-                          f"are free at {out}")
+                          f"{format_bytes(est.store_bytes)}, {format_bytes(disk)} are free at {out}")
     return est
+
+
+def check_sweep_fits(cells: list[tuple[str, RunConfig]], out: str | Path) -> int:
+    """Refuse a sweep with a cell that cannot fit in memory, or whose stores cannot all fit on
+    the disk of `out`; return the estimated bytes of all stores. `cells` are (label, config)."""
+    total = 0
+    for label, config in cells:
+        try:
+            total += check_fits(config, None).store_bytes
+        except ConfigError as e:
+            raise ConfigError(f"cell {label}: {e}") from None
+    disk = free_disk(out)
+    if disk is not None and total > disk:
+        raise ConfigError(f"invalid sweep: its {len(cells)} stores need up to {format_bytes(total)}, "
+                          f"{format_bytes(disk)} are free at {out}")
+    return total
