@@ -350,6 +350,9 @@ def _checked_run(run: Path) -> dict[str, Any]:
     from purify.config import ConfigError, RunConfig
 
     attrs = S.verify_run(run)
+    note = S.integrity_note(attrs)
+    if note is not None:
+        print(f"purify: note: {note}", file=sys.stderr)
     if attrs.get("kind") != "experiment":
         try:
             RunConfig.from_json(attrs["config_json"])
@@ -542,7 +545,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             overrides.append((key, _sweep_values(flag, text, kind)))
     if args.seeds is not None:
         overrides.append(("seed", tuple(range(args.seeds))))
-    stored = SW.stored_spec(args.out) if args.spec is None and args.out is not None else None
+    try:
+        stored = SW.stored_spec(args.out) if args.spec is None and args.out is not None else None
+    except SW.SweepError as e:
+        raise UsageError(str(e)) from None
     if args.spec is None and not overrides and stored is None:
         raise UsageError("give a sweep file or options with several values, e.g. purify sweep --d 200,400 --seeds 3")
     try:

@@ -91,6 +91,7 @@ def test_round_trip_after_filling_every_region(run: Path) -> None:
         "format_version": S.FORMAT_VERSION,
         "status": "running",
         "status_reason": "",
+        "run_id": S.read_attrs(run)["run_id"],
     }
     for group, ds in expected.items():
         got = S.load_run(run, group)
@@ -387,7 +388,7 @@ def test_require_complete(run: Path) -> None:
 
 
 def test_half_created_store_is_not_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(*args: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise OSError("killed")
 
     monkeypatch.setattr(S, "_merge_root_attrs", crash)
