@@ -210,6 +210,55 @@ def test_well_formed_damage_is_refused_with_one_line(runs, tmp_path, damage, rea
     assert tree(run) == before  # nothing written, no lock left behind
 
 
+@pytest.fixture(scope="module")
+def analysed(runs, tmp_path_factory) -> Path:
+    """The seed-0 run with every analysis (written by `write_group`, digests and all)."""
+    run = tmp_path_factory.mktemp("analysed") / "run"
+    shutil.copytree(runs[0], run)
+    code, _, err = run_main("analyze", run)
+    assert code == 0, err
+    return run
+
+
+def _first_chunk(array: Path) -> str:
+    return next(p for p in sorted((array / "c").rglob("*")) if p.is_file()).relative_to(array).as_posix()
+
+
+def _analysis_arrays(run: Path) -> list[Path]:
+    return sorted(p.parent for p in (S.store_path(run) / "analysis").glob("*/*/zarr.json")
+                  if json.loads(p.read_text())["node_type"] == "array" and (p.parent / "c").is_dir())
+
+
+def _swap_analysis_chunks(run: Path) -> None:
+    """Copy the first chunk of one analysis array over another's of the same size."""
+    arrays = _analysis_arrays(run)
+    by_size: dict[int, list[Path]] = {}
+    for a in arrays:
+        by_size.setdefault((a / _first_chunk(a)).stat().st_size, []).append(a)
+    a, b = next(group for group in by_size.values() if len(group) >= 2)[:2]
+    shutil.copyfile(a / _first_chunk(a), b / _first_chunk(b))
+
+
+@pytest.mark.parametrize("damage", ["chunk of another analysis array", "analysis metadata edited",
+                                    "analysis done list edited"])
+def test_damaged_analyses_are_refused(analysed, tmp_path, damage):
+    run = _copy(analysed, tmp_path)
+    S.verify_run(run)
+    if damage == "chunk of another analysis array":
+        _swap_analysis_chunks(run)
+    elif damage == "analysis metadata edited":
+        meta_path = _analysis_arrays(run)[0] / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"] = {**meta.get("attributes", {}), "long_name": "edited"}
+        meta_path.write_text(json.dumps(meta))
+    else:
+        _edit_attrs(lambda a: a.update(analyses_done="lottery"))(run, run)
+    for argv in (["info", run], ["analyze", run], ["plot", run]):
+        code, stdout, err = run_main(*argv)
+        assert code == 2, err
+        one_line_error(err, "is inconsistent", str(run))
+
+
 def test_a_running_store_is_resumed_after_its_attributes_change_through_the_store(runs, tmp_path):
     """Changes made by purify itself (status, completed step) keep the store consistent, and a
     resumed run finishes with its arrays bit for bit."""
