@@ -92,8 +92,9 @@ INTEGRITY_ATTR = "integrity_json"
 #: Root attributes owned by this module; callers may not set them.
 RESERVED_ATTRS = frozenset({"format", "format_version", LAYOUT_ATTR, RUN_ID_ATTR, INTEGRITY_ATTR})
 
-#: Root attributes kept by this module and hidden from `read_attrs` and `open_run`.
-HIDDEN_ATTRS = frozenset({LAYOUT_ATTR, INTEGRITY_ATTR})
+#: Root attributes kept by this module and hidden from `read_attrs` and `open_run` (the run
+#: identity too: two runs of one config and seed give identical datasets).
+HIDDEN_ATTRS = frozenset({LAYOUT_ATTR, INTEGRITY_ATTR, RUN_ID_ATTR})
 
 #: Values of the root ``status`` attribute: ``running`` (being written, or killed while it
 #: was: `writer_pid` tells), ``stopped`` (Ctrl-C/SIGTERM, resumable), ``complete``, ``failed``

@@ -95,9 +95,8 @@ def tree(path: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
 
 
 def volatile(name: str) -> bool:
-    """Root attributes that measure wall time, legitimately different between sessions, and the
-    random identity of each store."""
-    return name in ("elapsed_seconds", S.RUN_ID_ATTR) or name.startswith("analysis_seconds_")
+    """Root attributes that measure wall time, legitimately different between sessions."""
+    return name == "elapsed_seconds" or name.startswith("analysis_seconds_")
 
 
 def comparable(ds: xr.Dataset, *runs: Path) -> xr.Dataset:

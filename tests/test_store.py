@@ -91,7 +91,6 @@ def test_round_trip_after_filling_every_region(run: Path) -> None:
         "format_version": S.FORMAT_VERSION,
         "status": "running",
         "status_reason": "",
-        "run_id": S.read_attrs(run)["run_id"],
     }
     for group, ds in expected.items():
         got = S.load_run(run, group)
@@ -559,5 +558,5 @@ def test_prepare_existing_run(run: Path) -> None:
     dead = {"pid": _dead_pid(), "hostname": socket.gethostname()}
     (run / S.LOCK_NAME).write_text(json.dumps(dead))
     assert S.prepare_run_dir(run, overwrite=True, resume=False) == "new"
-    assert os.listdir(run) == [S.LOCK_NAME]  # the stale lock is left to RunLock
+    assert os.listdir(run) == []  # removed under the lock: the stale one taken over, then released
     S.create_store(run, _groups(), _attrs())  # ready for a new run
