@@ -205,6 +205,54 @@ def config_from_args(args: argparse.Namespace):
     return RunConfig.from_dict(raw)
 
 
+def _fresh_start_config(args: argparse.Namespace, given: list[str], stored: str | None):
+    """The config of a run that --resume starts afresh (see `cmd_simulate`)."""
+    from purify.config import ConfigError, RunConfig
+
+    if given:
+        return config_from_args(args).resolve()
+    if stored is None:
+        raise UsageError(f"{args.out} holds no run yet (it was interrupted while being created, before "
+                         f"anything was computed); start it with: purify simulate --out {args.out} "
+                         "and the run's options")
+    try:
+        return RunConfig.from_json(stored).resolve()
+    except (TypeError, ValueError, ConfigError) as e:
+        raise UsageError(f"{args.out} holds no run yet and the config its half-created store recorded is "
+                         f"unreadable ({type(e).__name__}); start it with: purify simulate --out {args.out} "
+                         "--overwrite and the run's options") from None
+
+
+def _check_resumable(run: Path) -> None:
+    """Refuse to resume a store whose config disagrees with its arrays (see `_checked_run`);
+    other problems (no store, damage) are left to `purify.simulate.simulate` to report."""
+    from purify import store as S
+    from purify.config import ConfigError, RunConfig
+
+    try:
+        config = RunConfig.from_json(S.read_attrs(run)["config_json"])
+    except (S.StoreError, KeyError, TypeError, ValueError, RecursionError, ConfigError):
+        return
+    try:
+        _check_config_matches_store(run, config)
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_path(path: Path, flag: str) -> None:
+    """Refuse a path the file system cannot even look up (a name too long, a file used as a
+    folder, no permission to search a parent, a NUL byte): one line naming the path."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        shown = str(path) if len(str(path)) <= 120 else f"{str(path)[:60]}...{str(path)[-40:]}"
+        raise UsageError(f"cannot use {flag} {shown}: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:  # embedded NUL byte
+        raise UsageError(f"cannot use {flag} {str(path)!r}: {e}") from None
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -235,16 +283,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN (the run folder to continue)")
+        _check_path(args.out, "--out")
         given = [flag for flag, *_ in OPTIONS if getattr(args, _dest(flag)) is not None]
         given += [flag for flag in ("--config", "--seed", "--problem-seed", "--device")
                   if getattr(args, flag[2:].replace("-", "_")) is not None]
-        if given:
+        fresh, stored = S.creation_interrupted(args.out)
+        if fresh:
+            # Killed while it was being created: nothing was computed, so --resume starts it,
+            # with the options given or the config its half-created store recorded.
+            config = _fresh_start_config(args, given, stored)
+            _check_device(config.device)
+        elif given:
             raise UsageError(f"--resume continues the stored run with its own config; drop {given[0]}")
-        config = None
+        else:
+            config = None
+            _check_resumable(args.out)
     else:
         config = config_from_args(args).resolve()
         _check_device(config.device)
     out = args.out or Path("runs") / f"d{config.data.d}-k{config.data.k}-seed{config.seed}"
+    _check_path(out, "--out")
     if config is not None:
         from purify.resources import check_fits
 
@@ -259,13 +317,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             return 0
     elif args.dry_run:
         raise UsageError("--dry-run describes a new run; it cannot be combined with --resume")
+    if args.resume and config is not None:
+        print(f"purify: {out} was interrupted while it was being created (nothing was computed): "
+              "starting it", file=sys.stderr)
 
     def announce(resolved) -> None:
         # Printed only once the folder is accepted, so a refused run prints its one error line.
         for note in resolved.theory_warnings():
             print(f"purify: warning: {note}", file=sys.stderr)
         print(f"purify simulate: {_describe(resolved)}", file=sys.stderr)
-        print(f"run folder: {out}", file=sys.stderr)
+        print(f"run folder: {_printable(str(out))}", file=sys.stderr)
 
     try:
         with warnings.catch_warnings():
@@ -349,17 +410,52 @@ def _checked_run(run: Path) -> dict[str, Any]:
     from purify import store as S
     from purify.config import ConfigError, RunConfig
 
+    _check_path(run, "run folder")
     attrs = S.verify_run(run)
     note = S.integrity_note(attrs)
     if note is not None:
         print(f"purify: note: {note}", file=sys.stderr)
     if attrs.get("kind") != "experiment":
         try:
-            RunConfig.from_json(attrs["config_json"])
-        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            config = RunConfig.from_json(attrs["config_json"])
+        except (KeyError, TypeError, ValueError, RecursionError, ConfigError) as e:
             raise S.StoreError(f"{S.store_path(run)} has no readable run config "
                                f"({type(e).__name__}); the store is damaged") from e
+        _check_config_matches_store(run, config)
     return attrs
+
+
+def _check_config_matches_store(run: Path, config) -> None:
+    """Refuse a store whose config disagrees with its arrays (an edited ``config_json``: step
+    counts, width, radii...), which the analyses and plots would index out of place."""
+    import numpy as np
+
+    from purify import store as S
+    from purify.train import Timeline
+
+    root = S.open_run(run)
+    snapshots = S.open_run(run, "snapshots") if S.has_group(run, "snapshots") else None
+    ev, problems = config.eval, []
+    try:
+        timeline = Timeline.from_config(config)
+        if not np.array_equal(root["step"].values, timeline.eval_steps):
+            problems.append("its evaluation steps differ from those of its config (clean_steps, adv_steps, "
+                            "clean_snapshots, adv_snapshots)")
+        if not np.array_equal(root["iteration"].values, timeline.log_steps):
+            problems.append("its log steps differ from those of its config (clean_steps, adv_steps, log_points)")
+        for name, want in (("norm", list(ev.norms)), ("attack", list(ev.attacks))):
+            if [str(v) for v in root[name].values] != want:
+                problems.append(f"its {name} coordinate differs from its config's {name}s")
+        if not np.array_equal(root["radius"].values, np.asarray(ev.radii, dtype=np.float64)):
+            problems.append("its radius coordinate differs from its config's radii")
+        if snapshots is not None and tuple(snapshots["W"].shape[1:]) != (config.net.width, config.data.d):
+            problems.append(f"its weight snapshots have shape {tuple(snapshots['W'].shape[1:])}, its config "
+                            f"says m={config.net.width}, d={config.data.d}")
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        problems.append(f"its arrays do not have the layout of a run ({type(e).__name__})")
+    if problems:
+        raise S.StoreError(f"{S.store_path(run)} does not match its own config: {problems[0]}; its config_json "
+                           f"or arrays were edited; purify simulate --out {S.run_dir(run)} --overwrite re-runs it")
 
 
 def _fail_during_work(what: str, e: Exception, retry: str) -> int:
@@ -381,6 +477,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         S.open_run(args.run)
         summary = summarize(args.run, allow_running=True)
     except S.StoreError as e:
+        fresh, stored = S.creation_interrupted(args.run) if args.run.is_dir() else (False, None)
+        if fresh:
+            options = "" if stored is not None else " and the run's options"
+            raise UsageError(f"{args.run} holds no run yet: nothing was computed (an empty folder, or a run "
+                             f"interrupted while it was being created); start it with: purify simulate "
+                             f"--out {args.run} --resume{options}") from None
         raise UsageError(str(e)) from None
     if args.json:
         print(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
@@ -464,6 +566,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         raise UsageError(f"--device: {args.device!r} is not allowed; allowed: cpu, cuda, cuda:N")
     _check_device(args.device)
+    if args.out is not None:
+        _check_path(args.out, "--out")
     try:
         out = run_experiment(args.name, args.out, quick=args.quick, seed=args.seed, device=args.device,
                              progress=not args.quiet, overwrite=args.overwrite)
@@ -531,6 +635,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                              ("--retries", args.retries, 0), ("--seeds", args.seeds, 1)):
         if value is not None and value < low:
             raise UsageError(f"invalid {flag}={value}: must be an integer >= {low}")
+    for path, flag in ((args.out, "--out"), (args.spec, "sweep file")):
+        if path is not None:
+            _check_path(path, flag)
     if args.workers is not None and args.scheduler:
         raise UsageError("--workers sizes the local cluster; the cluster at --scheduler has its own workers")
     if args.seeds is not None and args.seeds > SW.MAX_CELLS:
@@ -575,6 +682,7 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     from purify import store as S
     from purify.plots.sweep import plot_sweep
 
+    _check_path(args.sweep, "sweep folder")
     try:
         paths = plot_sweep(args.sweep, variables=args.vars, x=args.x, y=args.y,
                            formats=("png", "pdf") if args.pdf else ("png",))
@@ -585,6 +693,12 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def _printable(text: str) -> str:
+    """`text` on one line: control characters (newlines, and the separators `str.splitlines`
+    breaks on, e.g. in a hostile file name) shown as escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -599,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "sweep-plot": cmd_sweep_plot}[args.command]
         return handler(args)
     except (UsageError, ConfigError) as e:
-        print(f"purify: error: {e}", file=sys.stderr)
+        print(f"purify: error: {_printable(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         # Ctrl-C outside the training loop (imports, store creation, summary): nothing to save.

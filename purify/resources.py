@@ -76,10 +76,10 @@ def _parts(terms: tuple[Term, ...]) -> str:
 
 
 def format_bytes(n: int | float) -> str:
-    """``1536`` → ``'1.5 KB'`` (powers of 1024; huge values in scientific notation)."""
+    """``1536`` → ``'1.5 KB'``, ``1000`` → ``'1000 B'`` (powers of 1024; huge values in scientific notation)."""
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if n < 1024 or unit == "PB":
-            return f"{n:.3g} {unit}" if n < 1e6 else f"{n:.2e} {unit}"
+            return f"{n:.4g} {unit}" if n < 1e6 else f"{n:.2e} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
 
@@ -168,8 +168,9 @@ def free_disk(path: str | Path) -> int | None:
 
 def _culprit(terms: tuple[Term, ...], config: RunConfig, given: set[str]) -> str:
     """The options behind the largest term, the ones the user gave first, as ``--flag=value``."""
-    top = max(terms, key=lambda t: t.bytes)
-    names = sorted(top.options, key=lambda n: n not in given) or ["(defaults)"]
+    # The interpreter's share is no option's doing: blame the largest term an option sizes.
+    top = max((t for t in terms if t.options), key=lambda t: t.bytes)
+    names = sorted(top.options, key=lambda n: n not in given)
     shown = []
     for name in names[:2]:
         value = config.net.width if name == "m" else find_option(config, name)

@@ -707,11 +707,35 @@ def read_attrs(run: str | Path) -> dict[str, Any]:
     StoreError
         If there is no valid purify run store at `run`.
     """
-    return _visible_attrs(_root_metadata(store_path(run))["attributes"])
+    path = store_path(run)
+    attrs = _visible_attrs(_root_metadata(path)["attributes"])
+    _check_json_attrs(path, attrs)
+    return attrs
+
+
+#: Root attributes holding JSON text, and whether the empty string is allowed (not yet written).
+_JSON_ATTRS = {"config_json": False, "summary_json": True}
+
+
+def _check_json_attrs(path: Path, attrs: Mapping[str, Any]) -> None:
+    """Refuse a root attribute holding JSON text that does not parse to an object: readers
+    parse them and would fail deep inside with any exception type."""
+    for name, may_be_empty in _JSON_ATTRS.items():
+        if name not in attrs or (may_be_empty and attrs[name] == ""):
+            continue
+        value = attrs[name]
+        try:
+            ok = isinstance(value, str) and isinstance(json.loads(value), dict)
+        except (ValueError, RecursionError):
+            ok = False
+        if not ok:
+            shown = " ".join(repr(value).split())[:40]
+            raise StoreError(f"{path}: its {name} attribute is damaged ({shown}, not a JSON object); "
+                             f"purify simulate --out {path.parent} --overwrite re-runs it from its options")
 
 
 def _visible_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """Root attributes without this module's bookkeeping (the manifest and the digests)."""
+    """Root attributes without this module's bookkeeping (manifest, identity, digests)."""
     return {k: v for k, v in attrs.items() if k not in HIDDEN_ATTRS}
 
 
@@ -964,6 +988,14 @@ def open_run(run: str | Path, group: str = "", *, require_complete: bool = False
     if not group:
         for name in HIDDEN_ATTRS:
             ds.attrs.pop(name, None)
+    for name, var in ds.variables.items():
+        # purify writes native (little-endian) numbers; another byte order is an edited
+        # metadata file, and plotting libraries fail on it deep inside.
+        if not var.dtype.isnative:
+            raise StoreError(f"cannot open {path}: array {name!r} of group {group!r} declares "
+                             f"{var.dtype.str} numbers (another byte order than purify writes); its "
+                             f"metadata was edited or damaged; purify simulate --out {path.parent} "
+                             "--overwrite re-runs it")
     return ds
 
 
@@ -1287,8 +1319,34 @@ class RunLock:
         self.run = run_dir(run)
         self.path = self.run / LOCK_NAME
         self._token = uuid.uuid4().hex
+        self._sigterm: Any = None
 
     def __enter__(self) -> RunLock:
+        self._catch_sigterm()
+        try:
+            return self._acquire()
+        except BaseException:
+            self._restore_sigterm()
+            raise
+
+    def _catch_sigterm(self) -> None:
+        """While held, SIGTERM raises KeyboardInterrupt (as Ctrl-C does) instead of killing the
+        process on the spot, so ``__exit__`` removes the lock: a run terminated while its store
+        is being created leaves no lock behind. Only where SIGTERM still has its default
+        action (a caller with its own handler, e.g. a Dask worker, keeps it) and on the main
+        thread (the only one Python lets set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._sigterm = signal.SIG_DFL
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm is not None and signal.getsignal(signal.SIGTERM) is _raise_interrupt:
+            signal.signal(signal.SIGTERM, self._sigterm)
+        self._sigterm = None
+
+    def _acquire(self) -> RunLock:
         content = json.dumps(
             {
                 "pid": os.getpid(),
@@ -1335,11 +1393,18 @@ class RunLock:
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            ours = json.loads(self.path.read_bytes()).get("token") == self._token
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if ours:
-            self.path.unlink(missing_ok=True)
+            try:
+                ours = json.loads(self.path.read_bytes()).get("token") == self._token
+            except (OSError, ValueError, AttributeError):
+                ours = False
+            if ours:
+                self.path.unlink(missing_ok=True)
+        finally:
+            self._restore_sigterm()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _sweep_temp_files(run: Path) -> None:
@@ -1381,6 +1446,47 @@ def _remove_run_files(run: Path) -> None:
         raise StoreError(f"cannot remove the old run in {run}: {e.strerror or e}") from e
 
 
+def _half_created_attrs(run: Path) -> dict[str, Any] | None:
+    """Root attributes of a store killed while `create_store` wrote it (they lack ``format``,
+    written last, but hold the run's ``config_json``); None for any other store or none."""
+    meta = _read_node(store_path(run) / "zarr.json")
+    attrs = (meta or {}).get("attributes")
+    if not isinstance(attrs, dict) or "format" in attrs or not isinstance(attrs.get("config_json"), str):
+        return None
+    return attrs
+
+
+def _creation_interrupted(run: Path, names: list[str]) -> bool:
+    """Whether the folder entries `names` (lock excluded) are what a run killed during its
+    creation leaves: only purify's files, no checkpoint, and no store or a half-created one."""
+    if not all(_is_ours(n) for n in names) or CHECKPOINT_NAME in names:
+        return False
+    if STORE_NAME not in names:
+        return True
+    store = store_path(run)
+    return not (store / "zarr.json").exists() or _half_created_attrs(run) is not None
+
+
+def creation_interrupted(run: str | Path) -> tuple[bool, str | None]:
+    """Whether `run` holds a run killed while it was being created (nothing computed yet), and
+    the config JSON its half-created store recorded, if any.
+
+    Such a folder (a lock, temp files, a store without its ``format`` attribute, no checkpoint)
+    is started from scratch by `prepare_run_dir`, with ``resume`` too.
+    """
+    run = Path(run)
+    try:
+        names = [n for n in os.listdir(run) if n != LOCK_NAME]
+    except OSError:
+        return False, None
+    if not names:
+        return True, None
+    if not _creation_interrupted(run, names):
+        return False, None
+    attrs = _half_created_attrs(run)
+    return True, None if attrs is None else attrs["config_json"]
+
+
 def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     """Decide what to do with an output folder before any work starts.
 
@@ -1396,8 +1502,10 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     Returns
     -------
     str
-        ``"new"`` (the folder exists and is ready for a new run) or ``"resume"`` (it holds a
-        fully created store, with or without a checkpoint; the caller checks which).
+        ``"new"`` (the folder exists and is ready for a new run: also when it held only a
+        run killed during its creation, with nothing computed, even with `resume`) or
+        ``"resume"`` (it holds a fully created store, with or without a checkpoint; the
+        caller checks which).
 
     Raises
     ------
@@ -1426,9 +1534,12 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     pid, live, _ = _lock_holder(run / LOCK_NAME)
     if live and pid != os.getpid():
         raise StoreError(f"{run} is in use by process {pid} (lock {run / LOCK_NAME})")
-    if not names:
-        if resume:
-            raise StoreError(f"nothing to resume at {run}")
+    if not names or _creation_interrupted(run, names):
+        # Nothing was computed here (an empty folder, or one killed while its store was being
+        # created): a new run and --resume alike start it from scratch.
+        if names:
+            with RunLock(run):
+                _remove_run_files(run)
         return "new"
 
     # A store without `format` is one killed during creation: still ours to overwrite if
