@@ -988,15 +988,32 @@ def open_run(run: str | Path, group: str = "", *, require_complete: bool = False
     if not group:
         for name in HIDDEN_ATTRS:
             ds.attrs.pop(name, None)
-    for name, var in ds.variables.items():
-        # purify writes native (little-endian) numbers; another byte order is an edited
-        # metadata file, and plotting libraries fail on it deep inside.
-        if not var.dtype.isnative:
-            raise StoreError(f"cannot open {path}: array {name!r} of group {group!r} declares "
-                             f"{var.dtype.str} numbers (another byte order than purify writes); its "
-                             f"metadata was edited or damaged; purify simulate --out {path.parent} "
-                             "--overwrite re-runs it")
+    _check_byte_order(path, group, [str(name) for name in ds.variables])
     return ds
+
+
+def _endian(meta_path: Path) -> str | None:
+    """The byte order the ``bytes`` codec of an array's metadata declares, if any."""
+    for codec in (_read_node(meta_path) or {}).get("codecs") or ():
+        if isinstance(codec, dict) and codec.get("name") == "bytes":
+            return (codec.get("configuration") or {}).get("endian")
+    return None
+
+
+def _check_byte_order(path: Path, group: str, names: list[str]) -> None:
+    """Refuse an array declaring another byte order than the store's ``step`` coordinate: one
+    process writes a whole store in one byte order, so a different one is an edited metadata
+    file, whose numbers read byte-swapped (and plotting libraries fail on them)."""
+    reference = _endian(path / "step" / "zarr.json")
+    if reference is None:
+        return
+    for name in names:
+        declared = _endian(path / group / name / "zarr.json")
+        if declared is not None and declared != reference:
+            label = f"{group}/{name}" if group else name
+            raise StoreError(f"cannot open {path}: array {label!r} declares {declared}-endian numbers, the "
+                             f"rest of the store {reference}-endian; its metadata was edited or damaged; "
+                             f"purify simulate --out {path.parent} --overwrite re-runs it")
 
 
 def load_run(run: str | Path, group: str = "", *, require_complete: bool = False) -> xr.Dataset:
