@@ -275,7 +275,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from purify import store as S
     from purify.config import TheoryWarning
     from purify.simulate import Stopped, simulate
-    from purify.summary import format_summary
     from purify.train import DivergenceError
 
     if args.resume and args.overwrite:
@@ -346,7 +345,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"purify: stopped after step {e.step}; resume with: purify simulate --out {out} --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(format_summary(summary))
+    print(_format_stored_summary(summary, out))
     print(f"store: {S.store_path(out)}")
     if not args.no_analysis:
         try:
@@ -449,6 +448,11 @@ def _check_config_matches_store(run: Path, config) -> None:
                 problems.append(f"its {name} coordinate differs from its config's {name}s")
         if not np.array_equal(root["radius"].values, np.asarray(ev.radii, dtype=np.float64)):
             problems.append("its radius coordinate differs from its config's radii")
+        for group, ds, known in (("root", root, {"step", "iteration", "norm", "attack", "radius"}),
+                                 ("snapshots", snapshots, {"step", "neuron", "input"})):
+            extra = sorted(map(str, set(ds.dims) - known)) if ds is not None else []
+            if extra:
+                problems.append(f"its {group} arrays have unknown dimensions {extra} (edited dimension names)")
         if snapshots is not None and tuple(snapshots["W"].shape[1:]) != (config.net.width, config.data.d):
             problems.append(f"its weight snapshots have shape {tuple(snapshots['W'].shape[1:])}, its config "
                             f"says m={config.net.width}, d={config.data.d}")
@@ -469,7 +473,7 @@ def _fail_during_work(what: str, e: Exception, retry: str) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from purify import store as S
-    from purify.summary import format_summary, summarize
+    from purify.summary import summarize
 
     try:
         attrs = _checked_run(args.run)
@@ -502,8 +506,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     for section in ("data", "net", "train", "eval"):
         items = " ".join(f"{k}={v}" for k, v in config[section].items())
         print(f"[{section}] {items}")
-    print(format_summary(summary))
+    print(_format_stored_summary(summary, args.run))
     return 0
+
+
+def _format_stored_summary(summary: dict, run: Path) -> str:
+    """`format_summary`, or one line naming the damaged ``summary_json`` it was read from."""
+    from purify.summary import format_summary
+
+    try:
+        return format_summary(summary)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise UsageError(f"{run}: its summary_json attribute is damaged ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:100]}); purify simulate --out {run} --overwrite "
+                         "re-runs it") from None
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
