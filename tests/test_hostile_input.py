@@ -267,6 +267,10 @@ ISSUE_DAMAGES = {
     "width edited in config_json": _edit_config(lambda c: c["net"].update(width=16)),
     "radii edited in config_json": _edit_config(lambda c: c["eval"].update(radii=[1.0, 2.0])),
     "big-endian array": _big_endian("clean_accuracy"),
+    "summary values of the wrong type": lambda run: _edit_json(_root(run), lambda m: m["attributes"].__setitem__(
+        "summary_json", json.dumps({k: "x" for k in json.loads(m["attributes"]["summary_json"])}))),
+    "dimension names edited": lambda run: _edit_json(S.store_path(run) / "step" / "zarr.json",
+                                                     lambda m: m.__setitem__("dimension_names", ["a"])),
 }
 
 
@@ -292,6 +296,10 @@ def test_the_issues_store_damages_are_refused_by_every_reading_command(tiny_run,
                 assert code == 0, err  # undamaged, it reads (with a note on what it cannot check)
         ISSUE_DAMAGES[damage](run)
         code, _, err = run_main(*command, run)
+        if legacy and damage == "summary values of the wrong type" and command not in (["info"], COMMANDS[-1]):
+            # Only `info` and --resume print the stored summary; analyze logs its progress.
+            assert code in (0, 2) and "Traceback" not in err, (command, err)
+            continue
         assert code == 2, (command, err)
         assert_clean_exit(code, err)
         assert len([line for line in err.splitlines() if line.startswith("purify: error")]) == 1, err
