@@ -18,7 +18,6 @@ import math
 import os
 import re
 import sys
-import tomllib
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -145,6 +144,8 @@ def build_parser() -> _Parser:
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    sim.add_argument("--dry-run", action="store_true",
+                     help="print the derived config and the estimated memory and store size, then exit")
     sim.add_argument("--no-analysis", action="store_true",
                      help="skip the per-neuron analyses and figures (purify analyze / plot do them later)")
 
@@ -178,20 +179,9 @@ def build_parser() -> _Parser:
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read --config {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot parse --config {path}: not a UTF-8 text file") from None
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"cannot parse --config {path}: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"cannot use --config {path}: it must hold a table of options, "
-                         f"not a {type(raw).__name__}")
-    return raw
+    from purify.config import read_table_file
+
+    return read_table_file(path, "--config")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -213,6 +203,54 @@ def config_from_args(args: argparse.Namespace):
     if args.device is not None:
         raw["device"] = args.device
     return RunConfig.from_dict(raw)
+
+
+def _fresh_start_config(args: argparse.Namespace, given: list[str], stored: str | None):
+    """The config of a run that --resume starts afresh (see `cmd_simulate`)."""
+    from purify.config import ConfigError, RunConfig
+
+    if given:
+        return config_from_args(args).resolve()
+    if stored is None:
+        raise UsageError(f"{args.out} holds no run yet (it was interrupted while being created, before "
+                         f"anything was computed); start it with: purify simulate --out {args.out} "
+                         "and the run's options")
+    try:
+        return RunConfig.from_json(stored).resolve()
+    except (TypeError, ValueError, ConfigError) as e:
+        raise UsageError(f"{args.out} holds no run yet and the config its half-created store recorded is "
+                         f"unreadable ({type(e).__name__}); start it with: purify simulate --out {args.out} "
+                         "--overwrite and the run's options") from None
+
+
+def _check_resumable(run: Path) -> None:
+    """Refuse to resume a store whose config disagrees with its arrays (see `_checked_run`);
+    other problems (no store, damage) are left to `purify.simulate.simulate` to report."""
+    from purify import store as S
+    from purify.config import ConfigError, RunConfig
+
+    try:
+        config = RunConfig.from_json(S.read_attrs(run)["config_json"])
+    except (S.StoreError, KeyError, TypeError, ValueError, RecursionError, ConfigError):
+        return
+    try:
+        _check_config_matches_store(run, config)
+    except S.StoreError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_path(path: Path, flag: str) -> None:
+    """Refuse a path the file system cannot even look up (a name too long, a file used as a
+    folder, no permission to search a parent, a NUL byte): one line naming the path."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        shown = str(path) if len(str(path)) <= 120 else f"{str(path)[:60]}...{str(path)[-40:]}"
+        raise UsageError(f"cannot use {flag} {shown}: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:  # embedded NUL byte
+        raise UsageError(f"cannot use {flag} {str(path)!r}: {e}") from None
 
 
 def _check_device(device: str) -> None:
@@ -237,7 +275,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from purify import store as S
     from purify.config import TheoryWarning
     from purify.simulate import Stopped, simulate
-    from purify.summary import format_summary
     from purify.threads import configure_threads
     from purify.train import DivergenceError
 
@@ -246,16 +283,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN (the run folder to continue)")
+        _check_path(args.out, "--out")
         given = [flag for flag, *_ in OPTIONS if getattr(args, _dest(flag)) is not None]
         given += [flag for flag in ("--config", "--seed", "--problem-seed", "--device")
                   if getattr(args, flag[2:].replace("-", "_")) is not None]
-        if given:
+        fresh, stored = S.creation_interrupted(args.out)
+        if fresh:
+            # Killed while it was being created: nothing was computed, so --resume starts it,
+            # with the options given or the config its half-created store recorded.
+            config = _fresh_start_config(args, given, stored)
+            _check_device(config.device)
+        elif given:
             raise UsageError(f"--resume continues the stored run with its own config; drop {given[0]}")
-        config = None
+        else:
+            config = None
+            _check_resumable(args.out)
     else:
         config = config_from_args(args).resolve()
         _check_device(config.device)
     out = args.out or Path("runs") / f"d{config.data.d}-k{config.data.k}-seed{config.seed}"
+    _check_path(out, "--out")
+    if config is not None:
+        from purify.resources import check_fits
+
+        given = {flag[2:].replace("-", "_") for flag, *_ in OPTIONS if getattr(args, _dest(flag)) is not None}
+        estimate = check_fits(config, out, given=given)
+        if args.dry_run:
+            print(f"purify simulate: {_describe(config)}")
+            for note in config.theory_warnings():
+                print(f"warning: {note}")
+            print(estimate.describe())
+            print(f"run folder: {out} (nothing written: --dry-run)")
+            return 0
+    elif args.dry_run:
+        raise UsageError("--dry-run describes a new run; it cannot be combined with --resume")
+    if args.resume and config is not None:
+        print(f"purify: {out} was interrupted while it was being created (nothing was computed): "
+              "starting it", file=sys.stderr)
 
     threads = configure_threads(stored=_stored_threads(out) if args.resume else None)
 
@@ -264,7 +328,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         for note in resolved.theory_warnings():
             print(f"purify: warning: {note}", file=sys.stderr)
         print(f"purify simulate: {_describe(resolved)} | {threads.describe()}", file=sys.stderr)
-        print(f"run folder: {out}", file=sys.stderr)
+        print(f"run folder: {_printable(str(out))}", file=sys.stderr)
 
     try:
         with warnings.catch_warnings():
@@ -284,7 +348,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"purify: stopped after step {e.step}; resume with: purify simulate --out {out} --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(format_summary(summary))
+    print(_format_stored_summary(summary, out))
     print(f"store: {S.store_path(out)}")
     if not args.no_analysis:
         try:
@@ -358,14 +422,58 @@ def _checked_run(run: Path) -> dict[str, Any]:
     from purify import store as S
     from purify.config import ConfigError, RunConfig
 
+    _check_path(run, "run folder")
     attrs = S.verify_run(run)
+    note = S.integrity_note(attrs)
+    if note is not None:
+        print(f"purify: note: {note}", file=sys.stderr)
     if attrs.get("kind") != "experiment":
         try:
-            RunConfig.from_json(attrs["config_json"])
-        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            config = RunConfig.from_json(attrs["config_json"])
+        except (KeyError, TypeError, ValueError, RecursionError, ConfigError) as e:
             raise S.StoreError(f"{S.store_path(run)} has no readable run config "
                                f"({type(e).__name__}); the store is damaged") from e
+        _check_config_matches_store(run, config)
     return attrs
+
+
+def _check_config_matches_store(run: Path, config) -> None:
+    """Refuse a store whose config disagrees with its arrays (an edited ``config_json``: step
+    counts, width, radii...), which the analyses and plots would index out of place."""
+    import numpy as np
+
+    from purify import store as S
+    from purify.train import Timeline
+
+    root = S.open_run(run)
+    snapshots = S.open_run(run, "snapshots") if S.has_group(run, "snapshots") else None
+    ev, problems = config.eval, []
+    try:
+        # Where evaluations fall may change between purify versions; these never have: step 0,
+        # the end of clean training and the last step are evaluated, the last step is logged.
+        tc, total = config.train.clean_steps, Timeline.from_config(config).total
+        steps, logged = root["step"].values, root["iteration"].values
+        if not (steps[0] == 0 and steps[-1] == total and tc in steps and logged[-1] == total):
+            problems.append(f"its steps (evaluated up to {steps[-1]}, logged up to {logged[-1]}) differ from "
+                            f"its config's clean_steps={tc} and adv_steps={config.train.adv_steps}")
+        for name, want in (("norm", list(ev.norms)), ("attack", list(ev.attacks))):
+            if [str(v) for v in root[name].values] != want:
+                problems.append(f"its {name} coordinate differs from its config's {name}s")
+        if not np.array_equal(root["radius"].values, np.asarray(ev.radii, dtype=np.float64)):
+            problems.append("its radius coordinate differs from its config's radii")
+        for group, ds, known in (("root", root, {"step", "iteration", "norm", "attack", "radius"}),
+                                 ("snapshots", snapshots, {"step", "neuron", "input"})):
+            extra = sorted(map(str, set(ds.dims) - known)) if ds is not None else []
+            if extra:
+                problems.append(f"its {group} arrays have unknown dimensions {extra} (edited dimension names)")
+        if snapshots is not None and tuple(snapshots["W"].shape[1:]) != (config.net.width, config.data.d):
+            problems.append(f"its weight snapshots have shape {tuple(snapshots['W'].shape[1:])}, its config "
+                            f"says m={config.net.width}, d={config.data.d}")
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        problems.append(f"its arrays do not have the layout of a run ({type(e).__name__})")
+    if problems:
+        raise S.StoreError(f"{S.store_path(run)} does not match its own config: {problems[0]}; its config_json "
+                           f"or arrays were edited; purify simulate --out {S.run_dir(run)} --overwrite re-runs it")
 
 
 def _fail_during_work(what: str, e: Exception, retry: str) -> int:
@@ -378,7 +486,7 @@ def _fail_during_work(what: str, e: Exception, retry: str) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from purify import store as S
-    from purify.summary import format_summary, summarize
+    from purify.summary import summarize
 
     try:
         attrs = _checked_run(args.run)
@@ -387,6 +495,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         S.open_run(args.run)
         summary = summarize(args.run, allow_running=True)
     except S.StoreError as e:
+        fresh, stored = S.creation_interrupted(args.run) if args.run.is_dir() else (False, None)
+        if fresh:
+            options = "" if stored is not None else " and the run's options"
+            raise UsageError(f"{args.run} holds no run yet: nothing was computed (an empty folder, or a run "
+                             f"interrupted while it was being created); start it with: purify simulate "
+                             f"--out {args.run} --resume{options}") from None
         raise UsageError(str(e)) from None
     if args.json:
         print(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
@@ -405,8 +519,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     for section in ("data", "net", "train", "eval"):
         items = " ".join(f"{k}={v}" for k, v in config[section].items())
         print(f"[{section}] {items}")
-    print(format_summary(summary))
+    print(_format_stored_summary(summary, args.run))
     return 0
+
+
+def _format_stored_summary(summary: dict, run: Path) -> str:
+    """`format_summary`, or one line naming the damaged ``summary_json`` it was read from."""
+    from purify.summary import format_summary
+
+    try:
+        return format_summary(summary)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise UsageError(f"{run}: its summary_json attribute is damaged ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:100]}); purify simulate --out {run} --overwrite "
+                         "re-runs it") from None
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -470,6 +596,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         raise UsageError(f"--device: {args.device!r} is not allowed; allowed: cpu, cuda, cuda:N")
     _check_device(args.device)
+    if args.out is not None:
+        _check_path(args.out, "--out")
     try:
         out = run_experiment(args.name, args.out, quick=args.quick, seed=args.seed, device=args.device,
                              progress=not args.quiet, overwrite=args.overwrite)
@@ -530,13 +658,20 @@ def _sweep_values(flag: str, text: str, kind: Callable[[str], Any]) -> tuple[Any
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from purify import sweep as SW
+    from purify.resources import check_sweep_fits
+    from purify.sweep.combine import cell_dir
 
     for flag, value, low in (("--workers", args.workers, 1), ("--threads-per-cell", args.threads_per_cell, 1),
                              ("--retries", args.retries, 0), ("--seeds", args.seeds, 1)):
         if value is not None and value < low:
             raise UsageError(f"invalid {flag}={value}: must be an integer >= {low}")
+    for path, flag in ((args.out, "--out"), (args.spec, "sweep file")):
+        if path is not None:
+            _check_path(path, flag)
     if args.workers is not None and args.scheduler:
         raise UsageError("--workers sizes the local cluster; the cluster at --scheduler has its own workers")
+    if args.seeds is not None and args.seeds > SW.MAX_CELLS:
+        raise UsageError(f"invalid --seeds={args.seeds}: a sweep has at most {SW.MAX_CELLS} cells")
     if args.seeds is not None and args.seed is not None:
         raise UsageError("--seed and --seeds cannot be combined")
     overrides = [(f"{section}.{name}", _sweep_values(flag, getattr(args, _dest(flag)), kind))
@@ -547,13 +682,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             overrides.append((key, _sweep_values(flag, text, kind)))
     if args.seeds is not None:
         overrides.append(("seed", tuple(range(args.seeds))))
-    stored = SW.stored_spec(args.out) if args.spec is None and args.out is not None else None
+    try:
+        stored = SW.stored_spec(args.out) if args.spec is None and args.out is not None else None
+    except SW.SweepError as e:
+        raise UsageError(str(e)) from None
     if args.spec is None and not overrides and stored is None:
         raise UsageError("give a sweep file or options with several values, e.g. purify sweep --d 200,400 --seeds 3")
     try:
         aliases = {flag.lstrip("-"): f"{section}.{name}" for flag, section, name, *_ in OPTIONS}
         spec = SW.build_spec(args.spec, overrides, analyses=args.analyses, aliases=aliases, stored=stored)
         out = args.out or SW.default_out(args.spec, spec)
+        # Every cell is sized before any starts; cells already stored take no new disk.
+        check_sweep_fits([(" ".join(f"{n}={v}" for n, v in c.values), c.config) for c in spec.cells()
+                          if not (cell_dir(out, c) / "store.zarr").exists()], out)
         result = SW.run_sweep(spec, out, workers=args.workers, threads_per_cell=args.threads_per_cell,
                               scheduler=args.scheduler, retries=args.retries, overwrite=args.overwrite,
                               progress=not args.quiet)
@@ -571,6 +712,7 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     from purify import store as S
     from purify.plots.sweep import plot_sweep
 
+    _check_path(args.sweep, "sweep folder")
     try:
         paths = plot_sweep(args.sweep, variables=args.vars, x=args.x, y=args.y,
                            formats=("png", "pdf") if args.pdf else ("png",))
@@ -581,6 +723,12 @@ def cmd_sweep_plot(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def _printable(text: str) -> str:
+    """`text` on one line: control characters (newlines, and the separators `str.splitlines`
+    breaks on, e.g. in a hostile file name) shown as escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -595,7 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "sweep-plot": cmd_sweep_plot}[args.command]
         return handler(args)
     except (UsageError, ConfigError) as e:
-        print(f"purify: error: {e}", file=sys.stderr)
+        print(f"purify: error: {_printable(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         # Ctrl-C outside the training loop (imports, store creation, summary): nothing to save.

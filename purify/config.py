@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tomllib
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from purify.attacks import ATTACKS, NORMS
@@ -25,21 +27,59 @@ ADV_BIASES = ("radius", "clean")
 
 
 class ConfigError(ValueError):
-    """An invalid configuration value; the message is one line fit to show a user."""
+    """An invalid configuration value; the message is one line fit to show a user.
+
+    ``name``, ``value`` and ``allowed`` are the parts of the message when one field is at fault.
+    """
+
+    def __init__(self, message: str, name: str | None = None, value: Any = None,
+                 allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.name, self.value, self.allowed = name, value, allowed
 
 
 class TheoryWarning(UserWarning):
     """A parameter outside the regime the theorems cover, that still makes sense to run."""
 
 
+#: Largest magnitude of a real option: runs compute in float32 and square these values (norms,
+#: losses, Gaussian noise), so anything above √(float32 max) ≈ 1.8e19 overflows to inf.
+LARGEST_REAL = 1.8e19
+
+#: Largest size or step count: the timeline places steps with float64 arithmetic, exact up to
+#: 2^53 (memory bounds sizes long before that: see `purify.resources`).
+LARGEST_COUNT = 2**53
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"invalid {name}={value!r}: {allowed}")
+        raise ConfigError(f"invalid {name}={value!r}: {allowed}", name, value, allowed)
 
 
-def _positive(name: str, value: float | int | None) -> None:
+#: Largest float32: the bound of reals that only scale other values (step sizes).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _positive(name: str, value: float | int | None, largest: float = LARGEST_REAL) -> None:
     if value is not None:
         _check(_finite(value) and value > 0, name, value, "must be > 0")
+        _check(value <= largest, name, value, _TOO_LARGE if largest == LARGEST_REAL else
+               f"must be at most {largest:.3g} (the largest float32)")
+
+
+def _nonnegative(name: str, value: float | int | None) -> None:
+    if value is not None:
+        _check(_finite(value) and value >= 0, name, value, "must be >= 0")
+        _check(value <= LARGEST_REAL, name, value, _TOO_LARGE)
+
+
+_TOO_LARGE = f"must be at most {LARGEST_REAL:.2g} (runs compute in float32, where its square overflows)"
+
+
+def _count(name: str, value: Any, low: int) -> None:
+    """An integer option in ``[low, 2^53]``."""
+    _check(_is_int(value) and low <= value <= LARGEST_COUNT, name, value,
+           f"must be an integer in [{low}, 2^53]")
 
 
 def _finite(value: float | int) -> bool:
@@ -74,7 +114,7 @@ class DataConfig:
     n_test: int = 2000  # held-out examples (clean accuracy)
 
     def __post_init__(self) -> None:
-        _check(_is_int(self.d) and self.d >= 2, "d", self.d, "must be an integer >= 2")
+        _count("d", self.d, 2)
         _check(
             _is_int(self.k) and 1 <= self.k <= self.d, "k", self.k,
             f"must be an integer in [1, d={self.d}]",
@@ -83,8 +123,9 @@ class DataConfig:
                f"allowed: {', '.join(DICTIONARIES)}")
         if self.n_features is not None:
             if self.dictionary == "overcomplete":
-                _check(_is_int(self.n_features) and self.n_features > self.d,
-                       "n_features", self.n_features, f"an over-complete dictionary needs D > d={self.d}")
+                _check(_is_int(self.n_features) and self.d < self.n_features <= LARGEST_COUNT,
+                       "n_features", self.n_features,
+                       f"an over-complete dictionary needs d={self.d} < D <= 2^53")
             else:
                 _check(_is_int(self.n_features) and self.n_features == self.d, "n_features", self.n_features,
                        f"must equal d={self.d} for a {self.dictionary} dictionary")
@@ -99,23 +140,23 @@ class DataConfig:
         total = sum(p for p in (self.p_one, self.p_small) if p is not None)
         total += sum(p for _, p in self.extra_levels)
         _check(total <= 1, "level probabilities", total, "must sum to at most 1")
-        _check(_finite(self.sigma_x) and self.sigma_x >= 0, "sigma_x", self.sigma_x, "must be >= 0")
-        if self.spike_level is not None:
-            _check(_finite(self.spike_level) and self.spike_level >= 0, "spike_level",
-                   self.spike_level, "must be >= 0")
+        _nonnegative("sigma_x", self.sigma_x)
+        _nonnegative("spike_level", self.spike_level)
         _prob("spike_prob", self.spike_prob)
         if self.n_train is not None:
-            _check(_is_int(self.n_train) and self.n_train >= 2, "n_train", self.n_train,
-                   "must be an integer >= 2 (or omitted for online sampling)")
-        _check(_is_int(self.n_test) and self.n_test >= 10, "n_test", self.n_test,
-               "must be an integer >= 10")
+            _check(_is_int(self.n_train) and 2 <= self.n_train <= LARGEST_COUNT, "n_train",
+                   self.n_train, "must be an integer in [2, 2^53] (or omitted for online sampling)")
+        _count("n_test", self.n_test, 10)
 
     def resolve(self) -> DataConfig:
         D = self.n_features or (2 * self.d if self.dictionary == "overcomplete" else self.d)
         spike = self.k**-0.501 if self.spike_level is None else self.spike_level
         spike_prob = self.spike_prob
         if spike_prob is None:
-            spike_prob = min(1.0, self.sigma_x**2 / (D * spike**2)) if spike > 0 else 0.0
+            try:
+                spike_prob = min(1.0, self.sigma_x**2 / (D * spike**2)) if spike > 0 else 0.0
+            except ZeroDivisionError:  # a tiny spike level whose square underflows: ratio ≫ 1
+                spike_prob = 1.0 if self.sigma_x > 0 else 0.0
         p_small = self.k / D if self.p_small is None else self.p_small
         p_one = self.p_one
         if p_one is None:
@@ -159,8 +200,7 @@ class NetConfig:
 
     def __post_init__(self) -> None:
         if self.width is not None:
-            _check(_is_int(self.width) and self.width >= 1, "m", self.width,
-                   "must be an integer >= 1")
+            _count("m", self.width, 1)
         _positive("sigma0", self.sigma0)
         _check(self.activation in ACTIVATIONS, "activation", self.activation,
                f"allowed: {', '.join(ACTIVATIONS)}")
@@ -171,11 +211,8 @@ class NetConfig:
         _check(_finite(self.r_decay_fraction) and 0 < self.r_decay_fraction <= 1,
                "r_decay_fraction", self.r_decay_fraction, "must be in (0, 1]")
         _positive("c_b", self.c_b)
-        if self.sigma_rho_ratio is not None:
-            _check(_finite(self.sigma_rho_ratio) and self.sigma_rho_ratio >= 0,
-                   "sigma_rho_ratio", self.sigma_rho_ratio, "must be >= 0")
-        if self.lam is not None:
-            _check(_finite(self.lam) and self.lam >= 0, "lam", self.lam, "must be >= 0")
+        _nonnegative("sigma_rho_ratio", self.sigma_rho_ratio)
+        _nonnegative("lam", self.lam)
 
     def resolve(self, data: DataConfig) -> NetConfig:
         d = data.d
@@ -216,17 +253,15 @@ class TrainConfig:
         for name in ("clean_steps", "adv_steps"):
             v = getattr(self, name)
             if v is not None:
-                _check(_is_int(v) and v >= 0, name, v, "must be an integer >= 0")
-        _positive("lr", self.lr)
-        _positive("adv_lr", self.adv_lr)
-        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
-               self.batch_size, "must be an integer >= 1")
+                _count(name, v, 0)
+        _positive("lr", self.lr, FLOAT32_MAX)
+        _positive("adv_lr", self.adv_lr, FLOAT32_MAX)
+        _count("batch_size", self.batch_size, 1)
         _check(self.adv_attack in ("fgm", "pgd"), "adv_attack", self.adv_attack,
                "allowed: fgm, pgd")
         _check(self.adv_norm in NORMS, "adv_norm", self.adv_norm, f"allowed: {', '.join(NORMS)}")
         _positive("adv_tau", self.adv_tau)
-        _check(_is_int(self.adv_pgd_steps) and self.adv_pgd_steps >= 1, "adv_pgd_steps",
-               self.adv_pgd_steps, "must be an integer >= 1")
+        _count("adv_pgd_steps", self.adv_pgd_steps, 1)
         _check(self.adv_init in ADV_INITS, "adv_init", self.adv_init,
                f"allowed: {', '.join(ADV_INITS)}")
         _check(self.adv_bias in ADV_BIASES, "adv_bias", self.adv_bias,
@@ -266,7 +301,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _positive("tau", self.tau)
         _positive("tau_linf", self.tau_linf)
-        _check(isinstance(self.radii, (tuple, list)) and len(self.radii) >= 1 and all(_finite(r) and r > 0 for r in self.radii), "radii",
+        _check(isinstance(self.radii, (tuple, list)) and len(self.radii) >= 1 and all(_finite(r) and 0 < r <= LARGEST_REAL for r in self.radii), "radii",
                self.radii, "must be one or more multiples > 0")
         _check(isinstance(self.norms, (tuple, list)) and len(self.norms) >= 1 and all(n in NORMS for n in self.norms), "norms", self.norms,
                f"allowed: {', '.join(NORMS)}")
@@ -276,13 +311,10 @@ class EvalConfig:
                "must not repeat")
         _check(len(set(self.norms)) == len(self.norms), "norms", self.norms, "must not repeat")
         _check(len(set(self.radii)) == len(self.radii), "radii", self.radii, "must not repeat")
-        _check(_is_int(self.pgd_steps) and self.pgd_steps >= 1, "pgd_steps",
-               self.pgd_steps, "must be an integer >= 1")
-        _check(_is_int(self.pgd_restarts) and self.pgd_restarts >= 1, "pgd_restarts",
-               self.pgd_restarts, "must be an integer >= 1")
+        _count("pgd_steps", self.pgd_steps, 1)
+        _count("pgd_restarts", self.pgd_restarts, 1)
         _positive("pgd_rel_step", self.pgd_rel_step)
-        _check(_is_int(self.n_eval) and self.n_eval >= 10, "n_eval", self.n_eval,
-               "must be an integer >= 10")
+        _count("n_eval", self.n_eval, 10)
 
     def resolve(self, data: DataConfig) -> EvalConfig:
         tau = 1.0 / math.sqrt(data.k) if self.tau is None else self.tau
@@ -328,20 +360,60 @@ class RunConfig:
                self.device, "allowed: cpu, cuda, cuda:N")
 
     def resolve(self, seed: int | None = None) -> RunConfig:
-        """Fill every derived field (and the seed) so the result fully determines the run."""
+        """Fill every derived field (and the seed) so the result fully determines the run.
+
+        Derived values are validated like given ones: a derived value out of range raises a
+        :class:`ConfigError` naming the given options it was computed from.
+        """
         from purify.rng import resolve_seed
 
-        data = self.data.resolve()
-        evaluation = self.eval.resolve(data)
-        return replace(
+        try:
+            data = self.data.resolve()
+            evaluation = self.eval.resolve(data)
+            net, train = self.net.resolve(data), self.train.resolve(data, evaluation)
+        except ConfigError as e:  # `replace` validated a derived value: name its sources
+            raise self._derived_error(e) from None
+        resolved = replace(
             self,
             data=data,
-            net=self.net.resolve(data),
-            train=self.train.resolve(data, evaluation),
+            net=net,
+            train=train,
             eval=evaluation,
-            seed=(resolved := resolve_seed(self.seed if seed is None else seed)),
-            problem_seed=resolved if self.problem_seed is None else self.problem_seed,
+            seed=(seed_ := resolve_seed(self.seed if seed is None else seed)),
+            problem_seed=seed_ if self.problem_seed is None else self.problem_seed,
         )
+        resolved._check_radii()
+        return resolved
+
+    def _check_radii(self) -> None:
+        """Every attack radius ``radii × tau`` and PGD step must be a usable float32 value."""
+        ev = self.eval
+        for norm in ev.norms:
+            which = "tau" if norm == "l2" else "tau_linf"
+            for r in ev.radii:
+                radius = r * ev.tau_for(norm)
+                step = radius * (ev.pgd_rel_step or 1.0)
+                if not (0 < radius <= LARGEST_REAL and 0 < step <= LARGEST_REAL):
+                    raise ConfigError(
+                        f"invalid radii={tuple(ev.radii)!r} with {which}={ev.tau_for(norm)!r}: the "
+                        f"attack radius {r!r}×{which} = {radius!r} and its PGD step {step!r} must be "
+                        f"in (0, {LARGEST_REAL:.2g}]")
+
+    def _derived_error(self, error: ConfigError) -> ConfigError:
+        """`error`, raised while deriving a field of this (unresolved) config, reworded to name
+        the given options the derived value comes from."""
+        name = {"m": "width", "level probabilities": "p_one"}.get(error.name or "", error.name)
+        entry = next(((sec, n, f, s) for sec, n, f, s in DERIVED
+                      if n == name and getattr(getattr(self, sec), n) is None), None)
+        if entry is None:
+            return error
+        _, name, formula, sources = entry
+        shown = [f"{n}={find_option(self, n)!r}" for n in sources if find_option(self, n) not in (None, ())]
+        change = f" or change {', '.join(sources)}" if sources else ""
+        return ConfigError(
+            f"invalid {' '.join(shown) or 'defaults'}: the derived {error.name} = {formula} "
+            f"= {error.value!r} {error.allowed or error}; set {name} explicitly{change}",
+            name, error.value, error.allowed)
 
     @property
     def data_seed(self) -> int:
@@ -404,6 +476,127 @@ class RunConfig:
         if isinstance(train, dict) and "adv_bias" not in train:
             train["adv_bias"] = "clean"
         return cls.from_dict(raw)
+
+
+#: Every field a config may derive: (section, field, how, the options it is computed from).
+DERIVED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("data", "n_features", "d (2d if overcomplete)", ("d", "dictionary")),
+    ("data", "p_small", "k/D", ("k", "d", "n_features")),
+    ("data", "p_one", "min(2/D, max(1/D, 1 - p_small))", ("p_small", "extra_levels", "d", "n_features")),
+    ("data", "spike_level", "1/k^0.501", ("k",)),
+    ("data", "spike_prob", "min(1, sigma_x²/(D spike_level²))", ("sigma_x", "spike_level", "d", "n_features")),
+    ("net", "width", "2d", ("d",)),
+    ("net", "sigma0", "1/d", ("d",)),
+    ("net", "sigma_rho_ratio", "0.05 (norm) or 1/sqrt(log d) (paper)", ("bias_schedule", "d")),
+    ("net", "lam", "0 (norm) or logloglog(d)/d (paper)", ("bias_schedule", "d")),
+    ("train", "clean_steps", "4d", ("d",)),
+    ("train", "adv_steps", "clean_steps/5", ("clean_steps", "d")),
+    ("train", "lr", "1", ()),
+    ("train", "adv_lr", "lr/2", ("lr",)),
+    ("train", "adv_tau", "the evaluation radius of adv_norm", ("adv_norm", "tau", "tau_linf", "k", "d")),
+    ("eval", "tau", "1/sqrt(k)", ("k",)),
+    ("eval", "tau_linf", "tau/sqrt(d)", ("tau", "d")),
+    ("eval", "pgd_rel_step", "2.5/pgd_steps", ("pgd_steps",)),
+)
+
+
+def find_option(config: RunConfig, name: str) -> Any:
+    """The value of option `name` in whichever section of `config` holds it."""
+    for part in (config.data, config.net, config.train, config.eval):
+        if hasattr(part, name):
+            return getattr(part, name)
+    return None
+
+
+#: Limits of a config or sweep file: a config is four levels deep at most (table, section,
+#: list, pair) and a few kilobytes; these leave room and stop hostile files early.
+MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 16
+
+
+def read_table_file(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file (or JSON by its ``.json`` suffix) holding a table of options.
+
+    The file must be a regular file of at most `MAX_FILE_BYTES`, UTF-8, nested at most
+    `MAX_DEPTH` levels and hold only strings, numbers, booleans, lists and tables (no TOML
+    dates).  `what` names the file in messages (``"--config"``, ``"sweep file"``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and what is wrong with it.
+    """
+    try:
+        # A FIFO or a device (/dev/zero) would block or never end: regular files only.
+        regular, exists = path.is_file(), path.exists()
+        data = b""
+        if regular:
+            with path.open("rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:  # e.g. a NUL byte in the path
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {e}") from None
+    if not regular:
+        raise ConfigError(f"cannot read {what} {path}: {'not a regular file' if exists else 'no such file'}")
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"cannot use {what} {path}: larger than {MAX_FILE_BYTES:,} bytes; "
+                          "a config is a few lines")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot parse {what} {path}: not a UTF-8 text file") from None
+    depth = _bracket_depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"cannot use {what} {path}: nested {depth} levels deep (at most {MAX_DEPTH})")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except RecursionError:  # a nesting the bracket count missed (e.g. dotted TOML keys)
+        raise ConfigError(f"cannot use {what} {path}: nested too deeply") from None
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot parse {what} {path}: {' '.join(str(e).split())[:300]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"cannot use {what} {path}: it must hold a table of options, "
+                          f"not a {type(raw).__name__}")
+    bad = _first_foreign_value(raw, "", MAX_DEPTH)
+    if bad is not None:
+        raise ConfigError(f"cannot use {what} {path}: {bad}")
+    return raw
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in `text`: at least the parsed depth of bracketed values,
+    counted before a recursive parser sees them (brackets inside strings count too; no real
+    config holds a string of 16 brackets)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _first_foreign_value(value: Any, where: str, depth: int) -> str | None:
+    """Describe the first value that is not a string, number, boolean, list or table."""
+    if depth < 0:
+        return f"nested more than {MAX_DEPTH} levels deep (at {where or 'the top'})"
+    if isinstance(value, dict):
+        for key, v in value.items():
+            found = _first_foreign_value(v, f"{where}.{key}" if where else str(key), depth - 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _first_foreign_value(v, f"{where}[{i}]", depth - 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (str, int, float, bool)):
+        return None
+    return f"{where} holds a {type(value).__name__}; allowed: strings, numbers, booleans, lists and tables"
 
 
 def _tuplify(value: Any) -> Any:

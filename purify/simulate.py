@@ -34,7 +34,7 @@ from purify.learners.ideal import IdealRobustModel
 from purify.learners.symmetric import SymmetricReLUNet
 from purify.schedules import BiasSchedule, radius_floor
 from purify.summary import model_block, summarize
-from purify.train import CLEAN, DivergenceError, Timeline, train_step
+from purify.train import CLEAN, DivergenceBound, DivergenceError, Timeline, train_step
 
 
 class Stopped(Exception):
@@ -225,6 +225,8 @@ class Simulation:
         net = cfg.net
         self.clean_schedule = BiasSchedule(net, d=cfg.data.d, k=cfg.data.k, steps=tr.clean_steps, lr=tr.lr)
         self.adv_schedule = BiasSchedule(net, d=cfg.data.d, k=cfg.data.k, steps=tr.adv_steps, lr=tr.adv_lr)
+        # Divergence beyond NaN: bounds from the config and the data's scale (held-out inputs).
+        self.bound = DivergenceBound.from_config(cfg, float(self.test.x.square().sum(1).mean().sqrt()))
         self._eval_index = {int(s): i for i, s in enumerate(self.timeline.eval_steps)}
         self._log_index = {int(s): i for i, s in enumerate(self.timeline.log_steps)}
         self._stop_requested = False
@@ -265,9 +267,9 @@ class Simulation:
         i = self._eval_index[state.step]
         net = self.network(state)
         if not torch.isfinite(net.W).all():
-            lr = self.config.train.lr if state.step <= self.timeline.clean_steps else self.config.train.adv_lr
+            clean = state.step <= self.timeline.clean_steps
             raise DivergenceError(f"diverged by step {state.step}: the weights became non-finite; "
-                                  f"the learning rate lr={lr} is likely too large")
+                                  f"{self.bound.cause(clean, self.config)}")
         res = self._evaluate(net, i)
         norms = self.config.eval.norms
         S.write_region(self.run, "snapshots", "step", i, {
@@ -294,6 +296,7 @@ class Simulation:
     def _checkpoint(self, state: RunState) -> None:
         S.save_checkpoint(self.run, {
             "config_json": self.config.to_json(),
+            "seed": self.config.seed,
             "step": state.step,
             "W": state.W.cpu(),
             "frozen": None if state.frozen is None else tuple(t.cpu() for t in state.frozen),
@@ -362,7 +365,8 @@ class Simulation:
                         attack=None if clean else self.train_attack,
                         tau=tr.adv_tau, attack_generator=self.attack_gen)
                 except DivergenceError as e:
-                    raise DivergenceError(f"diverged at step {state.step + 1}: {e}") from None
+                    raise DivergenceError(f"diverged at step {state.step + 1}: {e}; "
+                                          f"{self.bound.cause(clean, cfg)}") from None
                 state.W = W
                 state.step += 1
                 state.window.add(res.loss, res.accuracy)
@@ -370,6 +374,11 @@ class Simulation:
                     bars.update(state.step, res.loss, res.accuracy)
                 written = False
                 if state.step in self._log_index:
+                    w = state.window
+                    try:
+                        self.bound.check(state.W, w.loss / max(w.count, 1), clean=clean, config=cfg)
+                    except DivergenceError as e:
+                        raise DivergenceError(f"diverged by step {state.step}: {e}") from None
                     self._write_log(state)
                     written = True
                 if state.step in self._eval_index:
@@ -512,6 +521,7 @@ def simulate(
             except (KeyError, TypeError, ValueError, ConfigError) as e:
                 raise S.StoreError(f"cannot resume {run}: its stored config is unreadable "
                                    f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+            S.load_checkpoint(run)  # refuse a checkpoint of another run before announcing anything
         else:
             config = config.resolve()
         if on_start is not None:
@@ -544,10 +554,27 @@ def simulate(
             bias_only = sim.bias_only_control()
             if bias_only is not None:
                 summary["bias_only_model"] = bias_only
+            try:
+                _check_finite(summary, sim)
+            except DivergenceError as e:
+                S.update_attrs(run, status="failed", status_reason=str(e))
+                raise
             S.update_attrs(run, status="complete", status_reason="", summary_json=json.dumps(summary))
         except OSError as e:
             raise _write_failed(run, state.step, e) from e
         return summary
+
+
+def _check_finite(summary: dict, sim: Simulation, where: str = "") -> None:
+    """A summary value that is NaN or infinite means the run diverged (e.g. a relative weight
+    change of inf after weights exploded while staying finite)."""
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            _check_finite(value, sim, f"{where}{key}.")
+        elif isinstance(value, float) and not np.isfinite(value):
+            clean = sim.timeline.adv_steps == 0
+            raise DivergenceError(f"diverged: the summary's {where}{key} is {value}; "
+                                  f"{sim.bound.cause(clean, sim.config)}")
 
 
 def _write_failed(run: Path, step: int, error: OSError) -> S.StoreWriteError:

@@ -22,18 +22,35 @@ store must have (``layout_json``, kept by this module and hidden from `read_attr
 `open_run`). `open_run` checks the structure of the group it opens; `verify_run` checks the
 whole store and decodes every chunk. Groups written later (`write_group`) are staged outside
 the store and renamed into place, so they are either absent or complete.
+
+Identity (format version 3): checksums catch damage that breaks a file, not damage that leaves
+every file well-formed (an edited attribute, a chunk copied over another step's, an edited
+shape). A store is therefore created with a random run identity (``run_id``) and keeps, in
+``integrity_json``, a digest of every root attribute and of every other file of the store
+(array and group metadata: shapes, dtypes, byte order, chunking; and every chunk). Each digest
+is a BLAKE2b keyed with the run identity over the file's path in the store and its bytes, so a
+chunk moved from another step, array or run does not match. This module recomputes them on
+each of its writes, in the same atomic rewrite of the root metadata; a chunk write first adds
+the new digest beside the old one and drops the old one once the chunk is in place, so a
+writer killed in between leaves a store that still verifies. Checkpoints carry the run
+identity and the config digest (`save_checkpoint`, `load_checkpoint`). Anyone who recomputes
+every digest can still forge a store: this detects damage and mistakes, not an adversary who
+knows the format.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -50,9 +67,12 @@ from zarr.storage import LocalStore
 
 FORMAT_NAME = "purify-run"
 #: 1: first layout. 2: every chunk written at creation, checksummed zstd frames, the
-#: ``layout_json`` manifest (see the module docstring). Both are read; version 1 stores get
-#: the checks their content allows (no manifest, no checksums).
-FORMAT_VERSION = 2
+#: ``layout_json`` manifest. 3: the run identity and keyed digests of every attribute and file
+#: (see the module docstring). All are read; older stores get the checks their content allows
+#: (`integrity_note` says what cannot be checked).
+FORMAT_VERSION = 3
+#: First version with a run identity and digests.
+IDENTITY_VERSION = 3
 STORE_NAME = "store.zarr"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOCK_NAME = ".lock"
@@ -63,8 +83,18 @@ SUMMARY_NAME = "summary.md"  # written beside the store by `purify experiment`
 #: Root attribute holding the manifest ``{group: [array, ...]}`` of a version-2 store.
 LAYOUT_ATTR = "layout_json"
 
+#: Root attribute holding the random identity of a version-3 store (32 hex digits).
+RUN_ID_ATTR = "run_id"
+
+#: Root attribute holding ``{"attrs": {name: digest}, "files": {path: [digest, ...]}}``.
+INTEGRITY_ATTR = "integrity_json"
+
 #: Root attributes owned by this module; callers may not set them.
-RESERVED_ATTRS = frozenset({"format", "format_version", LAYOUT_ATTR})
+RESERVED_ATTRS = frozenset({"format", "format_version", LAYOUT_ATTR, RUN_ID_ATTR, INTEGRITY_ATTR})
+
+#: Root attributes kept by this module and hidden from `read_attrs` and `open_run` (the run
+#: identity too: two runs of one config and seed give identical datasets).
+HIDDEN_ATTRS = frozenset({LAYOUT_ATTR, INTEGRITY_ATTR, RUN_ID_ATTR})
 
 #: Values of the root ``status`` attribute: ``running`` (being written, or killed while it
 #: was: `writer_pid` tells), ``stopped`` (Ctrl-C/SIGTERM, resumable), ``complete``, ``failed``
@@ -158,6 +188,71 @@ def run_dir(run: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------
+# Digests (format version 3)
+# --------------------------------------------------------------------------------------
+
+
+def _digest(run_id: str, name: str, data: bytes) -> str:
+    """BLAKE2b of `data` keyed with the run identity, over its `name` (what and where it is)."""
+    h = hashlib.blake2b(key=run_id.encode()[:64], digest_size=16)
+    h.update(name.encode())
+    h.update(b"\0")
+    h.update(data)
+    return h.hexdigest()
+
+
+def _attr_digest(run_id: str, name: str, value: Any) -> str:
+    return _digest(run_id, f"attr:{name}", json.dumps(value, sort_keys=True).encode())
+
+
+def _file_digest(run_id: str, key: str, data: bytes) -> str:
+    """Digest of the store file at `key` (e.g. ``snapshots/W/c/3/0/0``): its key is its place."""
+    return _digest(run_id, f"file:{key}", data)
+
+
+def config_digest(run_id: str, config_json: str) -> str:
+    """The digest of a run's ``config_json`` attribute, as its integrity record holds it."""
+    return _attr_digest(run_id, "config_json", config_json)
+
+
+def _integrity(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The parsed integrity record of a version-3 store's root attributes (ValueError if damaged)."""
+    try:
+        record = json.loads(attrs[INTEGRITY_ATTR])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError("missing or not JSON") from e
+    ok = (
+        isinstance(record, dict)
+        and isinstance(record.get("attrs"), dict)
+        and isinstance(record.get("files"), dict)
+        and all(isinstance(v, list) for v in record["files"].values())
+    )
+    if not ok:
+        raise ValueError("not an integrity record")
+    return record
+
+
+def _has_identity(attrs: Mapping[str, Any]) -> bool:
+    version = attrs.get("format_version")
+    return isinstance(version, int) and version >= IDENTITY_VERSION
+
+
+def integrity_note(attrs: Mapping[str, Any]) -> str | None:
+    """What verification could not check in this store (None: everything), for a user note.
+
+    Parameters
+    ----------
+    attrs : Mapping
+        Root attributes of a store that passed `verify_run`.
+    """
+    if _has_identity(attrs):
+        return None
+    return (f"this store was written before run identities (format version "
+            f"{attrs.get('format_version')}): edited attributes, moved chunks and foreign "
+            "checkpoints cannot be detected in it")
+
+
+# --------------------------------------------------------------------------------------
 # Atomic zarr store
 # --------------------------------------------------------------------------------------
 
@@ -175,6 +270,10 @@ class AtomicLocalStore(LocalStore):
     #: Prefix of the keys in fault-point labels (a staged group names its final place).
     fault_prefix = ""
 
+    #: When a list, writes stop at their temp file and are recorded here as ``(key, temp)``;
+    #: the caller records their digests and then renames them into place (`write_region`).
+    deferred: list[tuple[str, Path]] | None = None
+
     @property
     def tmp_dir(self) -> Path:
         """Folder of in-flight temp files, beside the store root."""
@@ -188,6 +287,9 @@ class AtomicLocalStore(LocalStore):
         try:
             with tmp.open("xb") as f:
                 f.write(value.as_numpy_array())
+            if self.deferred is not None and not exclusive and not key.endswith("zarr.json"):
+                self.deferred.append((key, tmp))
+                return
             fault_point(f"store:{self.fault_prefix}{key}")
             if exclusive:
                 os.link(tmp, path)  # raises FileExistsError instead of replacing
@@ -319,11 +421,45 @@ def _scan_layout(root: Path, prefix: str = "") -> dict[str, list[str]]:
     return layout
 
 
-def _merge_root_attrs(store: AtomicLocalStore, attrs: Mapping[str, AttrValue]) -> None:
+def _merge_root_attrs(
+    store: AtomicLocalStore,
+    attrs: Mapping[str, AttrValue],
+    *,
+    files: Mapping[str, list[str]] | None = None,
+    drop: str | None = None,
+) -> None:
+    """Merge `attrs` into the root attributes; in a version-3 store also refresh its digests.
+
+    `files` replaces the accepted digests of those store files; `drop` (a group path) first
+    forgets the files below it.
+    """
     root = zarr.open_group(store, mode="r+", zarr_format=3)
+    merged = dict(root.attrs) | dict(attrs)
+    run_id = merged.get(RUN_ID_ATTR)
+    if _has_identity(merged) and isinstance(run_id, str):
+        try:
+            known = _integrity(merged)["files"]
+        except ValueError:
+            known = {}
+        if drop is not None:
+            known = {k: v for k, v in known.items() if not k.startswith(drop + "/")}
+        known |= dict(files or {})
+        digests = {k: _attr_digest(run_id, k, v) for k, v in merged.items() if k != INTEGRITY_ATTR}
+        record = {"attrs": digests, "files": known}
+        attrs = dict(attrs) | {INTEGRITY_ATTR: json.dumps(record, sort_keys=True, separators=(",", ":"))}
     # One rewrite of the root zarr.json, so the new attributes land together or not at all.
     # (``root.attrs.update`` would rewrite it once per key, e.g. "complete" before its summary.)
     root.update_attributes(dict(attrs))
+
+
+def _files_below(root: Path, run_id: str, prefix: str = "") -> dict[str, list[str]]:
+    """``{key: [digest]}`` of every file below `root` but its root ``zarr.json`` (keys get `prefix`)."""
+    out = {}
+    for f in sorted(root.rglob("*")):
+        key = f.relative_to(root).as_posix()
+        if f.is_file() and (prefix or key != "zarr.json"):
+            out[prefix + key] = [_file_digest(run_id, prefix + key, f.read_bytes())]
+    return out
 
 
 def create_store(
@@ -354,7 +490,8 @@ def create_store(
     The root attribute ``format`` is written last, so a store that has it was fully
     created; one killed during creation is not recognised as a run store.
     """
-    root_attrs = {"status": "running", "status_reason": ""} | _check_attrs(attrs)
+    run_id = uuid.uuid4().hex
+    root_attrs = {"status": "running", "status_reason": ""} | _check_attrs(attrs) | {RUN_ID_ATTR: run_id}
     path = store_path(run)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise StoreError(f"{path} already exists; remove it or pass --overwrite")
@@ -366,7 +503,8 @@ def create_store(
             _write_group(store, group, groups[group], mode="w-")
         layout = json.dumps(_scan_layout(path), sort_keys=True)
         _merge_root_attrs(
-            store, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, LAYOUT_ATTR: layout}
+            store, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, LAYOUT_ATTR: layout},
+            files=_files_below(path, run_id),
         )
     except OSError as e:
         raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
@@ -411,7 +549,9 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
     if not group:
         raise ValueError("write_group cannot replace the root group; use create_store")
     path = store_path(run)
-    layout = _layout(path, _root_metadata(path))
+    meta = _root_metadata(path)
+    layout = _layout(path, meta)
+    run_id = meta["attributes"].get(RUN_ID_ATTR) if _has_identity(meta["attributes"]) else None
     tmp = path.parent / TMP_NAME
     stage = tmp / f"{_STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     old: Path | None = None
@@ -421,16 +561,20 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
         staging.fault_prefix = group + "/"
         _write_group(staging, group, ds, mode="w-", at="")
         arrays = _scan_layout(stage)[""]
+        files = _files_below(stage, run_id, group + "/") if run_id is not None else {}
         store = _writable_store(path)
         parts = group.split("/")
         parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
         for parent in parents:
             if not (path / parent / "zarr.json").is_file():
                 zarr.open_group(store, mode="a", path=parent, zarr_format=3)
+            if run_id is not None:
+                key = f"{parent}/zarr.json"
+                files[key] = [_file_digest(run_id, key, (path / key).read_bytes())]
         target = path / group
         if layout is not None and group in layout:
             del layout[group]
-            _merge_root_attrs(store, {LAYOUT_ATTR: json.dumps(layout, sort_keys=True)})
+            _merge_root_attrs(store, {LAYOUT_ATTR: json.dumps(layout, sort_keys=True)}, drop=group)
         if target.exists():
             old = tmp / f"old-{os.getpid()}-{uuid.uuid4().hex}"
             os.rename(target, old)
@@ -439,7 +583,8 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
         if layout is not None:
             layout.update({p: layout.get(p, []) for p in parents})
             layout[group] = arrays
-            _merge_root_attrs(store, {LAYOUT_ATTR: json.dumps(layout, sort_keys=True)})
+            _merge_root_attrs(store, {LAYOUT_ATTR: json.dumps(layout, sort_keys=True)},
+                              files=files, drop=group)
     except OSError as e:
         raise StoreWriteError(f"cannot write group {group!r} of {path}: {e.strerror or e}") from e
     finally:
@@ -448,11 +593,11 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _open_zarr_group(run: str | Path, group: str) -> zarr.Group:
+def _open_zarr_group(run: str | Path, group: str, store: AtomicLocalStore | None = None) -> zarr.Group:
     path = store_path(run)
     _root_metadata(path)  # never write into a foreign or half-created store
     try:
-        return zarr.open_group(_writable_store(path), mode="r+", path=group, zarr_format=3)
+        return zarr.open_group(store or _writable_store(path), mode="r+", path=group, zarr_format=3)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise StoreError(f"{path} has no group {group!r}") from e
 
@@ -486,7 +631,38 @@ def write_region(
     ValueError, IndexError
         If a variable lacks `dim`, a value has the wrong shape, or `index` is out of range.
     """
-    zgroup = _open_zarr_group(run, group)
+    path = store_path(run)
+    attrs = _root_metadata(path)["attributes"]
+    if not _has_identity(attrs):
+        _write_region(_open_zarr_group(run, group), run, group, dim, index, data)
+        return
+    # Chunks are written to temp files first; their digests are then accepted beside the old
+    # ones, the files renamed into place, and the old digests dropped: killed at any moment,
+    # the store verifies (each chunk is the old or the new one, and both are accepted).
+    store = _writable_store(path)
+    store.deferred = deferred = []
+    try:
+        _write_region(_open_zarr_group(run, group, store), run, group, dim, index, data)
+        run_id = attrs[RUN_ID_ATTR]
+        new = {key: _file_digest(run_id, key, tmp.read_bytes()) for key, tmp in deferred}
+        try:
+            known = _integrity(attrs)["files"]
+        except ValueError:
+            known = {}
+        _merge_root_attrs(_writable_store(path), {}, files={k: [*known.get(k, []), d] for k, d in new.items()})
+        for key, tmp in deferred:
+            fault_point(f"store:{key}")
+            os.replace(tmp, path / key)
+        deferred.clear()
+        _merge_root_attrs(_writable_store(path), {}, files={k: [d] for k, d in new.items()})
+    finally:
+        for _, tmp in deferred:
+            tmp.unlink(missing_ok=True)
+
+
+def _write_region(
+    zgroup: zarr.Group, run: str | Path, group: str, dim: str, index: int, data: Mapping[str, np.ndarray]
+) -> None:
     for name, value in data.items():
         try:
             # Keep chunks that equal the fill value: a version-2 store has every chunk.
@@ -531,12 +707,36 @@ def read_attrs(run: str | Path) -> dict[str, Any]:
     StoreError
         If there is no valid purify run store at `run`.
     """
-    return _visible_attrs(_root_metadata(store_path(run))["attributes"])
+    path = store_path(run)
+    attrs = _visible_attrs(_root_metadata(path)["attributes"])
+    _check_json_attrs(path, attrs)
+    return attrs
+
+
+#: Root attributes holding JSON text, and whether the empty string is allowed (not yet written).
+_JSON_ATTRS = {"config_json": False, "summary_json": True}
+
+
+def _check_json_attrs(path: Path, attrs: Mapping[str, Any]) -> None:
+    """Refuse a root attribute holding JSON text that does not parse to an object: readers
+    parse them and would fail deep inside with any exception type."""
+    for name, may_be_empty in _JSON_ATTRS.items():
+        if name not in attrs or (may_be_empty and attrs[name] == ""):
+            continue
+        value = attrs[name]
+        try:
+            ok = isinstance(value, str) and isinstance(json.loads(value), dict)
+        except (ValueError, RecursionError):
+            ok = False
+        if not ok:
+            shown = " ".join(repr(value).split())[:40]
+            raise StoreError(f"{path}: its {name} attribute is damaged ({shown}, not a JSON object); "
+                             f"purify simulate --out {path.parent} --overwrite re-runs it from its options")
 
 
 def _visible_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """Root attributes without this module's bookkeeping (the manifest)."""
-    return {k: v for k, v in attrs.items() if k != LAYOUT_ATTR}
+    """Root attributes without this module's bookkeeping (manifest, identity, digests)."""
+    return {k: v for k, v in attrs.items() if k not in HIDDEN_ATTRS}
 
 
 # --------------------------------------------------------------------------------------
@@ -579,7 +779,75 @@ def _root_metadata(path: Path) -> dict[str, Any]:
             f"{path} has store format version {version!r}; this purify reads versions "
             f"1 to {FORMAT_VERSION}"
         )
+    _check_attr_digests(path, attrs)
     return meta
+
+
+#: What to do with a store whose content does not match its digests.
+_UNTRUSTED = ("its numbers cannot be trusted; run it again with purify simulate --out RUN "
+              "--overwrite and its options")
+
+
+def _inconsistent(path: Path, what: str) -> StoreError:
+    hint = _UNTRUSTED.replace("RUN", str(path.parent))
+    return StoreError(f"{path} is inconsistent: {what} (edited or damaged); {hint}")
+
+
+def _check_attr_digests(path: Path, attrs: Mapping[str, Any]) -> None:
+    """Check every root attribute against its digest (version 3); refuse identity in older stores."""
+    if not _has_identity(attrs):
+        if RUN_ID_ATTR in attrs or INTEGRITY_ATTR in attrs:  # a version-3 store edited back
+            raise _inconsistent(path, f"format version {attrs.get('format_version')!r} predates the "
+                                      "run identity and digests it holds")
+        return
+    run_id = attrs.get(RUN_ID_ATTR)
+    if not isinstance(run_id, str) or not run_id:
+        raise _inconsistent(path, f"its run identity ({RUN_ID_ATTR}) is missing")
+    try:
+        recorded = _integrity(attrs)["attrs"]
+    except ValueError as e:
+        raise _inconsistent(path, f"its digest record ({INTEGRITY_ATTR}) is {e}") from None
+    names = set(attrs) - {INTEGRITY_ATTR}
+    for name in sorted(names | set(recorded)):
+        what = (f"its manifest of groups and arrays ({LAYOUT_ATTR})" if name == LAYOUT_ATTR
+                else f"root attribute {name!r}")
+        if name not in names:
+            raise _inconsistent(path, f"{what} was removed")
+        if name not in recorded:
+            raise _inconsistent(path, f"{what} was added")
+        if recorded[name] != _attr_digest(run_id, name, attrs[name]):
+            raise _inconsistent(path, f"{what} does not match its digest")
+
+
+def _check_file_digests(path: Path, attrs: Mapping[str, Any], groups: Mapping[str, list[str]],
+                        *, chunks: bool) -> None:
+    """Check the metadata of `groups` and their arrays (and with `chunks` every chunk) against
+    their digests. Every file must be recorded: one copied in from elsewhere has no digest."""
+    if not _has_identity(attrs):
+        return
+    run_id = attrs[RUN_ID_ATTR]
+    files = _integrity(attrs)["files"]  # parsed by _check_attr_digests already
+
+    def check(key: str, what: str) -> None:
+        try:
+            data = (path / key).read_bytes()
+        except OSError as e:
+            raise StoreError(f"cannot read {path / key}: {e.strerror or e}") from e
+        if _file_digest(run_id, key, data) not in files.get(key, ()):
+            raise _inconsistent(path, f"{what} does not match its digest")
+
+    for group in sorted(groups):
+        if group:
+            check(f"{group}/zarr.json", f"the metadata of group {group!r}")
+        for name in groups[group]:
+            label = f"{group}/{name}" if group else name
+            check(f"{label}/zarr.json", f"the metadata of array {label!r} (shape, type, byte order "
+                                        "or chunking)")
+            if not chunks:
+                continue
+            keys = _chunk_keys(_read_json(path / label / "zarr.json")) or ()
+            for key in keys:
+                check(f"{label}/{key}", f"chunk {key} of array {label!r}")
 
 
 def _layout(path: Path, meta: Mapping[str, Any]) -> dict[str, list[str]] | None:
@@ -708,6 +976,9 @@ def open_run(run: str | Path, group: str = "", *, require_complete: bool = False
     path = store_path(run)
     meta = _root_metadata(path)
     _check_group(path, group, meta)
+    layout = _layout(path, meta)
+    if layout is not None:
+        _check_file_digests(path, meta["attributes"], {group: layout[group]}, chunks=False)
     if require_complete:
         _check_status(run, meta["attributes"])
     try:
@@ -715,8 +986,34 @@ def open_run(run: str | Path, group: str = "", *, require_complete: bool = False
     except Exception as e:  # a foreign or corrupted store can fail in any zarr/xarray layer
         raise StoreError(f"cannot open {path} (group {group!r}): {_one_line(e)}") from e
     if not group:
-        ds.attrs.pop(LAYOUT_ATTR, None)
+        for name in HIDDEN_ATTRS:
+            ds.attrs.pop(name, None)
+    _check_byte_order(path, group, [str(name) for name in ds.variables])
     return ds
+
+
+def _endian(meta_path: Path) -> str | None:
+    """The byte order the ``bytes`` codec of an array's metadata declares, if any."""
+    for codec in (_read_node(meta_path) or {}).get("codecs") or ():
+        if isinstance(codec, dict) and codec.get("name") == "bytes":
+            return (codec.get("configuration") or {}).get("endian")
+    return None
+
+
+def _check_byte_order(path: Path, group: str, names: list[str]) -> None:
+    """Refuse an array declaring another byte order than the store's ``step`` coordinate: one
+    process writes a whole store in one byte order, so a different one is an edited metadata
+    file, whose numbers read byte-swapped (and plotting libraries fail on them)."""
+    reference = _endian(path / "step" / "zarr.json")
+    if reference is None:
+        return
+    for name in names:
+        declared = _endian(path / group / name / "zarr.json")
+        if declared is not None and declared != reference:
+            label = f"{group}/{name}" if group else name
+            raise StoreError(f"cannot open {path}: array {label!r} declares {declared}-endian numbers, the "
+                             f"rest of the store {reference}-endian; its metadata was edited or damaged; "
+                             f"purify simulate --out {path.parent} --overwrite re-runs it")
 
 
 def load_run(run: str | Path, group: str = "", *, require_complete: bool = False) -> xr.Dataset:
@@ -775,10 +1072,13 @@ def verify_run(run: str | Path, *, data: bool = True) -> dict[str, Any]:
     """Check a whole store before using it; return its root attributes (as `read_attrs`).
 
     Checks the format and its version, the completion state (``status`` is one of
-    `STATUSES`), every group and array of the manifest and, with `data`, decodes every chunk
-    (checksummed in version 2), so a store that passes gives no wrong numbers. Version 1
-    stores have no manifest and no checksums: their groups are found on disk and only
-    undecodable chunks are caught.
+    `STATUSES`, ``completed_step`` an integer >= -1), every group and array of the manifest
+    and, with `data`, decodes every chunk (checksummed since version 2). In a version-3 store
+    every root attribute, every array's and group's metadata and, with `data`, every chunk
+    must also match its digest, so an edited summary, a chunk copied from another step or an
+    edited shape or byte order is refused. Version 1 stores have no manifest and no
+    checksums: their groups are found on disk and only undecodable chunks are caught;
+    `integrity_note` says what older stores leave unchecked.
 
     Parameters
     ----------
@@ -799,13 +1099,37 @@ def verify_run(run: str | Path, *, data: bool = True) -> dict[str, Any]:
     if status not in STATUSES:
         raise StoreError(f"{path} has an unknown status {status!r} (expected one of "
                          f"{', '.join(STATUSES)}); the store is damaged")
+    done = attrs.get("completed_step", -1)
+    if not isinstance(done, int) or isinstance(done, bool) or done < -1:
+        raise StoreError(f"{path} has an invalid completed_step {done!r} (expected an integer "
+                         ">= -1); the store is damaged")
     layout = _layout(path, meta)
     groups = layout if layout is not None else _scan_layout(path)
     for group in sorted(groups):
         _check_group(path, group, meta)
-    if data:
+    if data:  # first: a chunk that does not decode is named as corrupted, not as edited
         _decode_every_chunk(path, [f"{g}/{n}" if g else n for g in sorted(groups) for n in groups[g]])
-    return _visible_attrs(attrs)
+    try:
+        _check_file_digests(path, attrs, groups, chunks=data)
+    except StoreError:
+        # A live writer may have renamed a chunk between our read of the digests and of the
+        # chunk (it records the new digest first): read both again once.
+        if status != "running" or writer_pid(run) is None:
+            raise
+        time.sleep(0.2)
+        meta = _root_metadata(path)
+        _check_file_digests(path, meta["attributes"], _layout(path, meta) or groups, chunks=data)
+    return _visible_attrs(meta["attributes"])
+
+
+def half_created(run: str | Path) -> bool:
+    """Whether the run's store was killed while it was being created (its root metadata lacks
+    the ``format`` attribute written last): nothing in it to verify or resume."""
+    root = store_path(run) / "zarr.json"
+    if not root.exists():  # killed before its first file
+        return store_path(run).is_dir()
+    meta = _read_node(root)  # unreadable: damage, not an interrupted creation
+    return meta is not None and "format" not in (meta.get("attributes") or {})
 
 
 def has_group(run: str | Path, group: str) -> bool:
@@ -838,19 +1162,40 @@ def writer_pid(run: str | Path) -> int | None:
 # --------------------------------------------------------------------------------------
 
 
+#: Key of a checkpoint's identity: ``{run_id, config_digest}`` of the store it belongs to.
+CHECKPOINT_IDENTITY = "identity"
+
+
 def save_checkpoint(run: str | Path, state: dict) -> None:
     """Save `state` with ``torch.save`` to ``RUN/checkpoint.pt``, replacing it atomically.
 
-    The file is fsynced before the rename: checkpoints are rare, and losing the last one to
-    a power cut would waste a whole run.
+    In a version-3 store the checkpoint is stamped with the store's run identity and config
+    digest (under ``"identity"``), which `load_checkpoint` checks. The file is fsynced before
+    the rename: checkpoints are rare, and losing the last one to a power cut would waste a
+    whole run.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written (disk full, file-size limit, ...), as for a store write:
+        the previous checkpoint stays in place.
     """
     import torch  # deferred: torch is slow to import and only checkpoints need it
 
     path = run_dir(run) / CHECKPOINT_NAME
+    attrs = _store_attrs(run)
+    if _has_identity(attrs):
+        run_id = attrs[RUN_ID_ATTR]
+        state = state | {CHECKPOINT_IDENTITY: {
+            "run_id": run_id, "config_digest": config_digest(run_id, attrs.get("config_json", ""))}}
     tmp = path.with_name(f"{_CHECKPOINT_TMP_PREFIX}{os.getpid()}")
     try:
+        # Serialized in memory, then written by Python: a failing write (EFBIG, ENOSPC) is then
+        # an OSError, whereas torch's own file writer raises a RuntimeError.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
         with tmp.open("wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         fault_point("checkpoint")
@@ -863,6 +1208,10 @@ def save_checkpoint(run: str | Path, state: dict) -> None:
 def load_checkpoint(run: str | Path) -> dict | None:
     """Load ``RUN/checkpoint.pt`` onto the CPU.
 
+    In a version-3 store the checkpoint must belong to the run: same run identity and config
+    digest, the store's ``seed`` (when the state records one) and a ``step`` no earlier than
+    the store's ``completed_step``. The identity is removed from the returned state.
+
     Returns
     -------
     dict or None
@@ -871,7 +1220,7 @@ def load_checkpoint(run: str | Path) -> dict | None:
     Raises
     ------
     StoreError
-        If the checkpoint exists but cannot be read.
+        If the checkpoint exists but cannot be read, or belongs to another run.
     """
     import torch
 
@@ -885,7 +1234,39 @@ def load_checkpoint(run: str | Path) -> dict | None:
         raise StoreError(f"checkpoint {path} is unreadable ({_one_line(e)})") from e
     if not isinstance(state, dict):
         raise StoreError(f"checkpoint {path} does not hold a dict")
+    _check_checkpoint(path, state, _store_attrs(run))
+    state.pop(CHECKPOINT_IDENTITY, None)
     return state
+
+
+def _store_attrs(run: str | Path) -> dict[str, Any]:
+    """Root attributes of the run's store; empty if it has none yet (a checkpoint on its own)."""
+    path = store_path(run)
+    return _root_metadata(path)["attributes"] if path.exists() else {}
+
+
+def _check_checkpoint(path: Path, state: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
+    if not _has_identity(attrs):
+        return  # an older store: its checkpoints carry no identity to compare
+    hint = (f"it cannot be used; remove it to restart the run from step 0 with: purify simulate "
+            f"--out {path.parent} --resume")
+    identity = state.get(CHECKPOINT_IDENTITY)
+    if not isinstance(identity, dict):
+        raise StoreError(f"checkpoint {path} carries no run identity (written by another purify "
+                         f"version or not by this run); {hint}")
+    run_id = attrs[RUN_ID_ATTR]
+    if identity.get("run_id") != run_id:
+        raise StoreError(f"checkpoint {path} belongs to another run (run identity "
+                         f"{str(identity.get('run_id'))[:12]}…, the store's is {run_id[:12]}…); {hint}")
+    if identity.get("config_digest") != config_digest(run_id, attrs.get("config_json", "")):
+        raise StoreError(f"checkpoint {path} was written with another config than the store's; {hint}")
+    if "seed" in state and state["seed"] != attrs.get("seed"):
+        raise StoreError(f"checkpoint {path} has seed {state['seed']!r}, the store {attrs.get('seed')!r}; "
+                         f"{hint}")
+    step, done = state.get("step"), attrs.get("completed_step", -1)
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(done, int) or step < done:
+        raise StoreError(f"checkpoint {path} is at step {step!r}, before the store's completed step "
+                         f"{done!r}; {hint}")
 
 
 # --------------------------------------------------------------------------------------
@@ -955,8 +1336,34 @@ class RunLock:
         self.run = run_dir(run)
         self.path = self.run / LOCK_NAME
         self._token = uuid.uuid4().hex
+        self._sigterm: Any = None
 
     def __enter__(self) -> RunLock:
+        self._catch_sigterm()
+        try:
+            return self._acquire()
+        except BaseException:
+            self._restore_sigterm()
+            raise
+
+    def _catch_sigterm(self) -> None:
+        """While held, SIGTERM raises KeyboardInterrupt (as Ctrl-C does) instead of killing the
+        process on the spot, so ``__exit__`` removes the lock: a run terminated while its store
+        is being created leaves no lock behind. Only where SIGTERM still has its default
+        action (a caller with its own handler, e.g. a Dask worker, keeps it) and on the main
+        thread (the only one Python lets set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._sigterm = signal.SIG_DFL
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm is not None and signal.getsignal(signal.SIGTERM) is _raise_interrupt:
+            signal.signal(signal.SIGTERM, self._sigterm)
+        self._sigterm = None
+
+    def _acquire(self) -> RunLock:
         content = json.dumps(
             {
                 "pid": os.getpid(),
@@ -1003,11 +1410,18 @@ class RunLock:
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            ours = json.loads(self.path.read_bytes()).get("token") == self._token
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if ours:
-            self.path.unlink(missing_ok=True)
+            try:
+                ours = json.loads(self.path.read_bytes()).get("token") == self._token
+            except (OSError, ValueError, AttributeError):
+                ours = False
+            if ours:
+                self.path.unlink(missing_ok=True)
+        finally:
+            self._restore_sigterm()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _sweep_temp_files(run: Path) -> None:
@@ -1049,6 +1463,47 @@ def _remove_run_files(run: Path) -> None:
         raise StoreError(f"cannot remove the old run in {run}: {e.strerror or e}") from e
 
 
+def _half_created_attrs(run: Path) -> dict[str, Any] | None:
+    """Root attributes of a store killed while `create_store` wrote it (they lack ``format``,
+    written last, but hold the run's ``config_json``); None for any other store or none."""
+    meta = _read_node(store_path(run) / "zarr.json")
+    attrs = (meta or {}).get("attributes")
+    if not isinstance(attrs, dict) or "format" in attrs or not isinstance(attrs.get("config_json"), str):
+        return None
+    return attrs
+
+
+def _creation_interrupted(run: Path, names: list[str]) -> bool:
+    """Whether the folder entries `names` (lock excluded) are what a run killed during its
+    creation leaves: only purify's files, no checkpoint, and no store or a half-created one."""
+    if not all(_is_ours(n) for n in names) or CHECKPOINT_NAME in names:
+        return False
+    if STORE_NAME not in names:
+        return True
+    store = store_path(run)
+    return not (store / "zarr.json").exists() or _half_created_attrs(run) is not None
+
+
+def creation_interrupted(run: str | Path) -> tuple[bool, str | None]:
+    """Whether `run` holds a run killed while it was being created (nothing computed yet), and
+    the config JSON its half-created store recorded, if any.
+
+    Such a folder (a lock, temp files, a store without its ``format`` attribute, no checkpoint)
+    is started from scratch by `prepare_run_dir`, with ``resume`` too.
+    """
+    run = Path(run)
+    try:
+        names = [n for n in os.listdir(run) if n != LOCK_NAME]
+    except OSError:
+        return False, None
+    if not names:
+        return True, None
+    if not _creation_interrupted(run, names):
+        return False, None
+    attrs = _half_created_attrs(run)
+    return True, None if attrs is None else attrs["config_json"]
+
+
 def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     """Decide what to do with an output folder before any work starts.
 
@@ -1064,8 +1519,10 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     Returns
     -------
     str
-        ``"new"`` (the folder exists and is ready for a new run) or ``"resume"`` (it holds a
-        fully created store, with or without a checkpoint; the caller checks which).
+        ``"new"`` (the folder exists and is ready for a new run: also when it held only a
+        run killed during its creation, with nothing computed, even with `resume`) or
+        ``"resume"`` (it holds a fully created store, with or without a checkpoint; the
+        caller checks which).
 
     Raises
     ------
@@ -1094,9 +1551,12 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
     pid, live, _ = _lock_holder(run / LOCK_NAME)
     if live and pid != os.getpid():
         raise StoreError(f"{run} is in use by process {pid} (lock {run / LOCK_NAME})")
-    if not names:
-        if resume:
-            raise StoreError(f"nothing to resume at {run}")
+    if not names or _creation_interrupted(run, names):
+        # Nothing was computed here (an empty folder, or one killed while its store was being
+        # created): a new run and --resume alike start it from scratch.
+        if names:
+            with RunLock(run):
+                _remove_run_files(run)
         return "new"
 
     # A store without `format` is one killed during creation: still ours to overwrite if
@@ -1117,7 +1577,10 @@ def prepare_run_dir(run: str | Path, *, overwrite: bool, resume: bool) -> str:
         # (right after creation): resuming it means starting it at step 0, in place.
         return "resume"
     if overwrite:
-        _remove_run_files(run)
+        # Under the lock: of two overwrites started together, the second is told the folder is
+        # in use instead of finding the old run half removed.
+        with RunLock(run):
+            _remove_run_files(run)
         return "new"
     raise StoreError(
         f"{run} already holds a run; pass --resume to continue it or --overwrite to replace it"

@@ -24,7 +24,79 @@ CLEAN, ADVERSARIAL = "clean", "adversarial"
 
 
 class DivergenceError(RuntimeError):
-    """Training produced NaN or inf; the message names the step and the likely cause."""
+    """Training diverged (NaN/inf, or loss or weights past `DivergenceBound`); the message
+    names the step and the likely cause."""
+
+
+#: Output magnitude no healthy run reaches: the logistic loss ``log(1 + e^{-y f})`` stops
+#: asking for larger margins near ``|f| ≈ 100`` (its float32 gradient underflows there), and
+#: this is a hundred times that.
+OUTPUT_LIMIT = 1e4
+
+#: Mean loss (over a log window) no healthy run reaches: ``log 2`` is the loss at init, and
+#: ``log 2 + 100`` means outputs of magnitude > 100 on the wrong side, on average.
+LOSS_LIMIT = math.log(2.0) + 100.0
+
+
+@dataclass(frozen=True)
+class DivergenceBound:
+    """When a run has diverged although every number is still finite, and why.
+
+    A run diverges when, at a log point, the mean training loss of the window exceeds
+    `LOSS_LIMIT`, or a hidden weight vector is so long that one neuron alone would give a
+    typical input an output beyond `OUTPUT_LIMIT`: ``max_i ‖w_i‖₂ > OUTPUT_LIMIT / r`` with
+    ``r`` the root-mean-square input norm (or beyond a hundred times the init's
+    ``σ₀ (√d + 3)``, when the user chose a larger init). Healthy runs stay far below both:
+    at the defaults (d = 300, seed 555) ``max_i ‖w_i‖ ≈ 1.5`` (limit ≈ 6·10³) and the
+    adversarial loss ≤ 1.8.
+
+    Parameters
+    ----------
+    input_norm : float
+        ``r = sqrt(E ‖x‖²)`` of the data (a held-out estimate).
+    weight_limit, loss_limit : float
+        The two bounds.
+    """
+
+    input_norm: float
+    weight_limit: float
+    loss_limit: float = LOSS_LIMIT
+
+    @classmethod
+    def from_config(cls, config: RunConfig, input_norm: float) -> DivergenceBound:
+        net = config.net
+        assert net.sigma0 is not None, "resolve() first"
+        init = net.sigma0 * (math.sqrt(config.data.d) + 3.0)
+        return cls(input_norm, max(OUTPUT_LIMIT / max(input_norm, 1e-12), 100.0 * init))
+
+    def check(self, W: Tensor, loss: float, *, clean: bool, config: RunConfig) -> None:
+        """Raise `DivergenceError` if the weights ``W`` (m, d) or the window's mean `loss` are
+        past the bounds (the caller adds the step)."""
+        if not math.isfinite(loss) or loss > self.loss_limit:
+            raise DivergenceError(f"the mean training loss reached {loss:.3g} (healthy runs stay "
+                                  f"below {self.loss_limit:.3g}); {self.cause(clean, config)}")
+        longest = float(W.norm(dim=1).max())
+        if not longest <= self.weight_limit:  # NaN fails too
+            raise DivergenceError(f"a weight vector reached norm {longest:.3g} (beyond "
+                                  f"{self.weight_limit:.3g}, where one neuron alone would give an "
+                                  f"output of {OUTPUT_LIMIT:g}); {self.cause(clean, config)}")
+
+    def cause(self, clean: bool, config: RunConfig) -> str:
+        """The likely cause among the options of the phase that diverged."""
+        tr, net, d = config.train, config.net, config.data.d
+        if clean:
+            lam = net.lam or 0.0
+            if lam * tr.lr >= 1.0:
+                return (f"the regularizer step is unstable: lam={lam:g} times lr={tr.lr:g} is >= 1; "
+                        "lower --lam or --lr")
+            return f"the learning rate lr={tr.lr:g} is likely too large (--lr)"
+        assert tr.adv_tau is not None
+        radius = tr.adv_tau * (math.sqrt(d) if tr.adv_norm == "linf" else 1.0)  # ℓ₂ size of δ
+        if radius > self.input_norm:
+            return (f"the training radius adv_tau={tr.adv_tau:g} ({tr.adv_norm}) is larger than the "
+                    f"inputs themselves (norm ≈ {self.input_norm:.3g}); lower --adv-tau (or --tau, "
+                    "which sets it by default)")
+        return f"the adversarial learning rate adv_lr={tr.adv_lr:g} is likely too large (--adv-lr)"
 
 
 @dataclass(frozen=True)
@@ -100,7 +172,5 @@ def train_step(
         x = x + attack(net, x, batch.y, tau, generator=attack_generator)
     result = net.loss_and_grad(x, batch.y, lam=lam, noisy=noisy, generator=rho_generator)
     if not math.isfinite(result.loss):
-        raise DivergenceError(
-            f"the loss became {result.loss}; the learning rate lr={lr} is likely too large"
-        )
+        raise DivergenceError(f"the loss became {result.loss}")
     return net.W - lr * result.grad, result

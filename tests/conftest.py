@@ -14,3 +14,28 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The smallest complete run (~0.3 s in-process): for tests that damage, read or resume a store.
+TINY_RUN_ARGS = [
+    "--d", "8", "--k", "1", "--m", "8", "--clean-steps", "4", "--adv-steps", "2", "--n-test", "20",
+    "--n-eval", "10", "--batch-size", "16", "--pgd-steps", "1", "--clean-snapshots", "2",
+    "--adv-snapshots", "1", "--log-points", "2", "--radii", "1", "--norms", "l2", "--attacks", "fgm",
+    "--seed", "0", "--quiet", "--no-analysis",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A complete tiny run (no analyses), created once per session; copy it before damaging it."""
+    import contextlib
+    import io
+
+    from purify.cli import main
+
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["simulate", *TINY_RUN_ARGS, "--out", str(run)])
+    assert code == 0, err.getvalue()
+    return run

@@ -446,3 +446,75 @@ def test_stored_config_without_adv_bias_reads_as_clean_biases():
     del raw["train"]["adv_bias"]
     assert RunConfig.from_json(json.dumps(raw)).train.adv_bias == "clean"
     assert RunConfig.from_dict({"train": {"lr": 0.5}}).train.adv_bias == "radius"
+
+
+# --------------------------------------------------------------------------------------
+# Extreme values: refused up front, derived values named by the options behind them
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("klass", "kwargs", "name"), [
+    (DataConfig, {"d": 2**53 + 1, "k": 3}, "d"),
+    (NetConfig, {"width": 10**25}, "m"),
+    (TrainConfig, {"batch_size": 2**60}, "batch_size"),
+    (EvalConfig, {"pgd_steps": 2**53 + 1}, "pgd_steps"),
+], ids=["d", "m", "batch_size", "pgd_steps"])
+def test_counts_beyond_2_to_53_are_refused(klass, kwargs, name):
+    with pytest.raises(ConfigError, match=rf"invalid {name}=\d+: must be an integer in \[\d+, 2\^53\]"):
+        klass(**kwargs)
+    klass(**{k: 2**53 if v > 2**53 else v for k, v in kwargs.items()})  # the bound itself is fine
+
+
+@pytest.mark.parametrize(("section", "klass", "name"), [
+    ("data", DataConfig, "sigma_x"), ("data", DataConfig, "spike_level"), ("net", NetConfig, "sigma0"),
+    ("net", NetConfig, "lam"), ("eval", EvalConfig, "tau"),
+])
+def test_reals_whose_square_overflows_float32_are_refused(section, klass, name):
+    klass(**{name: 1.8e19})  # the largest allowed
+    with pytest.raises(ConfigError, match=rf"invalid {name}=1e\+200: must be at most 1.8e\+19"):
+        klass(**{name: 1e200})
+
+
+def test_a_subnormal_spike_level_gives_spike_probability_one_not_a_division_by_zero():
+    # spike_level² underflows to 0 in float64; the ratio σ_x²/(D spike²) is astronomically > 1.
+    assert DataConfig(spike_level=1e-200).resolve().spike_prob == 1.0
+    assert DataConfig(spike_level=5e-324, sigma_x=0.0).resolve().spike_prob == 0.0
+    assert DataConfig(spike_level=0.0).resolve().spike_prob == 0.0
+
+
+def test_derived_values_out_of_range_name_the_options_they_come_from():
+    # clean_steps = 4d passes 2^53 although d itself is allowed.
+    with pytest.raises(ConfigError) as e:
+        RunConfig(data=DataConfig(d=2**52, k=3)).resolve(seed=0)
+    assert str(e.value).startswith("invalid d=4503599627370496: the derived clean_steps = 4d = ")
+    assert "set clean_steps explicitly or change d" in str(e.value)
+    # adv_lr = lr/2 underflows to 0 from the smallest subnormal lr.
+    with pytest.raises(ConfigError, match=r"invalid lr=5e-324: the derived adv_lr = lr/2 = 0.0 must be > 0"):
+        RunConfig(train=TrainConfig(lr=5e-324)).resolve(seed=0)
+    RunConfig(train=TrainConfig(lr=5e-324, adv_lr=1.0)).resolve(seed=0)  # set explicitly: fine
+    # An attack radius radii × tau beyond the float32 bound.
+    with pytest.raises(ConfigError, match=r"invalid radii=\(2.0,\) with tau=1e\+19: the attack radius"):
+        RunConfig(eval=EvalConfig(tau=1e19, radii=(2.0,))).resolve(seed=0)
+
+
+def test_every_derived_field_is_listed_with_real_sources():
+    """The table that names sources must cover every field resolve() fills."""
+    from purify.config import DERIVED
+
+    listed = {(s, n) for s, n, _, _ in DERIVED}
+    blank = RunConfig()
+    resolved = blank.resolve(seed=0)
+    for section in ("data", "net", "train", "eval"):
+        for f in dataclasses.fields(getattr(blank, section)):
+            derived = getattr(getattr(resolved, section), f.name) is not None
+            if getattr(getattr(blank, section), f.name) is None and derived:
+                assert (section, f.name) in listed, (section, f.name)
+    for _, _, _, sources in DERIVED:
+        for name in sources:
+            assert any(hasattr(getattr(blank, s), name) for s in ("data", "net", "train", "eval")), name
+
+
+def test_learning_rates_are_bounded_by_the_largest_float32():
+    # A step size only scales a gradient: a huge one is a divergence to detect, not bad input.
+    TrainConfig(lr=1e30, adv_lr=3.4e38)
+    with pytest.raises(ConfigError, match=r"invalid lr=1e\+39: must be at most 3.4e\+38"):
+        TrainConfig(lr=1e39)

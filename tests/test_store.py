@@ -387,7 +387,7 @@ def test_require_complete(run: Path) -> None:
 
 
 def test_half_created_store_is_not_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(*args: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise OSError("killed")
 
     monkeypatch.setattr(S, "_merge_root_attrs", crash)
@@ -396,8 +396,10 @@ def test_half_created_store_is_not_a_run(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.undo()
     with pytest.raises(S.StoreError, match="not a purify run store"):
         S.open_run(tmp_path / "run")
-    with pytest.raises(S.StoreError, match="nothing to resume"):
-        S.prepare_run_dir(tmp_path / "run", overwrite=False, resume=True)
+    # Nothing was computed (no checkpoint): --resume starts it afresh, in place.
+    assert S.creation_interrupted(tmp_path / "run") == (True, _attrs()["config_json"])
+    assert S.prepare_run_dir(tmp_path / "run", overwrite=False, resume=True) == "new"
+    assert not S.store_path(tmp_path / "run").exists()
     assert S.prepare_run_dir(tmp_path / "run", overwrite=True, resume=False) == "new"
     assert os.listdir(tmp_path / "run") == []
 
@@ -522,8 +524,8 @@ def test_prepare_new_folders(tmp_path: Path) -> None:
         S.prepare_run_dir(blocker / "run", overwrite=False, resume=False)
     with pytest.raises(S.StoreError, match="nothing to resume"):
         S.prepare_run_dir(tmp_path / "absent", overwrite=False, resume=True)
-    with pytest.raises(S.StoreError, match="nothing to resume"):
-        S.prepare_run_dir(nested, overwrite=False, resume=True)
+    # An empty folder holds nothing computed: --resume starts it (the CLI asks for its options).
+    assert S.prepare_run_dir(nested, overwrite=False, resume=True) == "new"
     with pytest.raises(S.StoreError, match="together"):
         S.prepare_run_dir(nested, overwrite=True, resume=True)
 
@@ -558,5 +560,5 @@ def test_prepare_existing_run(run: Path) -> None:
     dead = {"pid": _dead_pid(), "hostname": socket.gethostname()}
     (run / S.LOCK_NAME).write_text(json.dumps(dead))
     assert S.prepare_run_dir(run, overwrite=True, resume=False) == "new"
-    assert os.listdir(run) == [S.LOCK_NAME]  # the stale lock is left to RunLock
+    assert os.listdir(run) == []  # removed under the lock: the stale one taken over, then released
     S.create_store(run, _groups(), _attrs())  # ready for a new run

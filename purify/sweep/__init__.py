@@ -24,6 +24,7 @@ from purify.sweep.execute import (
     stored_spec,
 )
 from purify.sweep.spec import (
+    MAX_CELLS,
     SUMMARIES,
     SWEEP_ANALYSES,
     Axis,
@@ -37,7 +38,7 @@ from purify.sweep.spec import (
 )
 
 __all__ = [
-    "COMBINED_NAME", "SUMMARIES", "SWEEP_ANALYSES", "Axis", "Cell", "Outcome", "SweepError", "SweepInterrupted",
+    "COMBINED_NAME", "MAX_CELLS", "SUMMARIES", "SWEEP_ANALYSES", "Axis", "Cell", "Outcome", "SweepError", "SweepInterrupted",
     "SweepResult", "SweepSpec", "axis_path", "axis_values", "build_spec", "combine", "default_out",
     "default_workers", "format_result", "machine_cores", "open_combined", "run_cell", "run_sweep", "spec_from_dict", "stored_spec",
     "write_combined",

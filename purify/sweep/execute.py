@@ -221,7 +221,7 @@ def dask_client(*, scheduler: str | None, workers: int, log: Callable[[str], Non
 
 def _is_ours(name: str) -> bool:
     return name in {SPEC_NAME, CELLS_NAME, COMBINED_NAME, FIGURES_NAME, S.LOCK_NAME, S.TMP_NAME} or (
-        name.startswith(f".{COMBINED_NAME}.") or name.startswith(S.LOCK_NAME + ".stale-"))
+        name.startswith((f".{COMBINED_NAME}.", f".{SPEC_NAME}.", S.LOCK_NAME + ".stale-")))
 
 
 def prepare_sweep_dir(out: Path) -> None:
@@ -271,18 +271,53 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str:
     return f"{where}={a!r} there, {b!r} here"
 
 
+def check_sweep_folder(out: Path) -> None:
+    """Refuse a sweep folder whose own entries are of the wrong kind (e.g. ``cells`` a file)."""
+    for name, folder in ((CELLS_NAME, True), (SPEC_NAME, False)):
+        path = out / name
+        if path.exists() and path.is_dir() != folder:
+            kind = "folder" if folder else "file"
+            raise SweepError(f"{path} is not a {kind}; the sweep folder is damaged: remove it, or "
+                             "pass --overwrite to start the sweep again")
+
+
 def check_stored_cells(out: Path, cells: list[Cell]) -> None:
-    """Refuse, before any work, cell folders that hold a run of another config."""
+    """Refuse, before any work, cell folders that hold a run of another config, or a damaged
+    run: every stored cell is verified (a complete one down to each chunk, since it will be
+    skipped and its numbers combined as they are)."""
+    redo = "remove that folder to run the cell again, or --overwrite to start the sweep again"
     for cell in cells:
         run = cell_dir(out, cell)
+        if run.exists() and not run.is_dir():
+            raise SweepError(f"{run} is not a folder; {redo}")
+        if not S.store_path(run).exists() or S.half_created(run):
+            continue  # absent, or killed while its store was being created: started afresh
         try:
-            stored = S.read_attrs(run).get("config_json", "")
-        except S.StoreError:
-            continue  # absent or half-created: the worker starts it afresh
-        if stored != cell.config.to_json():
-            diff = _first_difference(json.loads(stored), json.loads(cell.config.to_json()))
+            attrs = S.verify_run(run, data=False)
+            if attrs.get("status") == "complete":
+                S.verify_run(run)
+            stored = json.loads(attrs["config_json"])
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+        except S.StoreError as e:
+            raise SweepError(f"cell {cell.name}: {e}") from None
+        except (KeyError, TypeError, ValueError, RecursionError) as e:
+            raise SweepError(f"cell {cell.name}: the stored config of {run} is unreadable "
+                             f"({type(e).__name__}); {redo}") from None
+        if attrs["config_json"] != cell.config.to_json():
+            diff = _first_difference(stored, json.loads(cell.config.to_json()))
             raise SweepError(f"{run} holds a run of another config ({diff}); use another --out, "
                              "or --overwrite to start the sweep again")
+
+
+def check_devices(cells: list[Cell]) -> None:
+    """Refuse cells asking for CUDA on a machine without it, before any cell starts."""
+    import torch
+
+    for cell in cells:
+        if cell.config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SweepError(f"invalid device={cell.config.device} (cell {cell.name}): CUDA is not "
+                             "available on this machine (use cpu)")
 
 
 def _write_spec(out: Path, spec: SweepSpec) -> None:
@@ -298,8 +333,12 @@ def stored_spec(out: str | Path) -> SweepSpec | None:
         return None
     try:
         return SweepSpec.from_json(path.read_text())
-    except (ValueError, KeyError, TypeError, ConfigError) as e:
-        raise SweepError(f"cannot read {path}: {_one_line(e)}") from None
+    except OSError as e:  # e.g. a folder named spec.json
+        raise SweepError(f"cannot read {path}: {e.strerror or e}; the sweep folder is damaged: "
+                         "remove it, or give the sweep file and --overwrite") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ConfigError) as e:
+        raise SweepError(f"cannot read {path}: {_one_line(e)}; the sweep folder is damaged: "
+                         "remove it, or give the sweep file and --overwrite") from None
 
 
 def _complete(run: Path, analyses: tuple[str, ...]) -> bool:
@@ -430,11 +469,13 @@ def run_sweep(
         Ctrl-C; what finished is stored and combined.
     """
     cells = spec.cells()
+    check_devices(cells)
     out = Path(out).absolute()  # workers may run elsewhere: give them absolute paths
     prepare_sweep_dir(out)
     with _sweep_lock(out):
         if overwrite:
             _remove_sweep_files(out)
+        check_sweep_folder(out)
         check_stored_cells(out, cells)
         (out / CELLS_NAME).mkdir(exist_ok=True)
         _write_spec(out, spec)

@@ -28,13 +28,20 @@ import itertools
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from purify.config import ConfigError, DataConfig, EvalConfig, NetConfig, RunConfig, TrainConfig
+from purify.config import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    NetConfig,
+    RunConfig,
+    TrainConfig,
+    read_table_file,
+)
 
 SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
 TOP_LEVEL = ("seed", "problem_seed", "device")
@@ -70,6 +77,10 @@ SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
                                   "median |cos(w_i, w'_i)| between clean and robust neurons (Thm 5.3c)"),
     "tau": (("tau",), "l2 evaluation radius tau"),
 }
+
+#: Most cells a sweep may have (each is a run folder and a task): a typo such as
+#: ``range = [0, 10**9]`` is refused before anything is built.
+MAX_CELLS = 100_000
 
 #: Analyses a sweep may run per cell; their scalar results are collected.
 SWEEP_ANALYSES = ("purification", "lottery", "mixture", "perturbations", "lasso")
@@ -124,6 +135,10 @@ class SweepSpec:
             base = {k: v for k, v in self.base.items() if k != "seed"}
             object.__setattr__(self, "base", base)
             object.__setattr__(self, "axes", (*self.axes, Axis(("seed",), (seed,))))
+        cells = math.prod(len(a.values) for a in self.axes)
+        if cells > MAX_CELLS:
+            raise ConfigError(f"invalid axes: {' x '.join(str(len(a.values)) for a in self.axes)} = "
+                              f"{cells} cells; a sweep has at most {MAX_CELLS}")
         for a in self.axes:
             if self._base_value(a.path) is not None:
                 raise ConfigError(f"invalid spec: {a.key} is both in [base] and an axis")
@@ -258,17 +273,31 @@ def _generated(key: str, kind: str, args: Any, form: str) -> tuple[Any, ...]:
         if not 2 <= len(args) <= 3 or not all(isinstance(a, int) for a in args) or (len(args) == 3 and args[2] == 0):
             raise ConfigError(f"invalid axis {key}: range = [start, stop] or [start, stop, step] "
                               "with integers, step != 0")
-        return tuple(range(*args))
+        values = range(*args)
+        try:
+            count = len(values)
+        except OverflowError:  # more values than a C ssize_t holds
+            count = MAX_CELLS + 1
+        if count > MAX_CELLS:
+            raise ConfigError(f"invalid axis {key}: range = {list(args)} has more than {MAX_CELLS} values")
+        return tuple(values)
     if kind in ("linspace", "geomspace"):
-        if len(args) != 3 or not isinstance(args[2], int) or args[2] < 1:
-            raise ConfigError(f"invalid axis {key}: {kind} = [start, stop, n] with an integer n >= 1")
-        a, b, n = float(args[0]), float(args[1]), args[2]
-        if kind == "geomspace":
-            if a <= 0 or b <= 0:
-                raise ConfigError(f"invalid axis {key}: geomspace needs start and stop > 0")
-            points = [math.exp(math.log(a) + (math.log(b) - math.log(a)) * i / max(n - 1, 1)) for i in range(n)]
-        else:
-            points = [a + (b - a) * i / max(n - 1, 1) for i in range(n)]
+        if len(args) != 3 or not isinstance(args[2], int) or not 1 <= args[2] <= MAX_CELLS:
+            raise ConfigError(f"invalid axis {key}: {kind} = [start, stop, n] with an integer n in "
+                              f"[1, {MAX_CELLS}]")
+        try:
+            a, b, n = float(args[0]), float(args[1]), args[2]
+            if not (math.isfinite(a) and math.isfinite(b)):
+                raise ConfigError(f"invalid axis {key}: {kind} needs finite numbers")
+            if kind == "geomspace":
+                if a <= 0 or b <= 0:
+                    raise ConfigError(f"invalid axis {key}: geomspace needs start and stop > 0")
+                points = [math.exp(math.log(a) + (math.log(b) - math.log(a)) * i / max(n - 1, 1))
+                          for i in range(n)]
+            else:
+                points = [a + (b - a) * i / max(n - 1, 1) for i in range(n)]
+        except OverflowError:
+            raise ConfigError(f"invalid axis {key}: {kind} = {list(args)} overflows a float") from None
         # 12 significant digits: 0.1 + 0.1 + 0.1 is a value a user would write as 0.3.
         return tuple(float(f"{p:.12g}") for p in points)
     raise ConfigError(f"invalid axis {key}: unknown generator {kind!r}; must be {form}")
@@ -374,20 +403,9 @@ def cell_name(values: Iterable[tuple[str, Any]]) -> str:
 
 
 def load_sweep_file(path: Path) -> dict[str, Any]:
-    """Parse a sweep file (TOML, or JSON by its ``.json`` suffix); errors are one line."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read sweep file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot parse sweep file {path}: not a UTF-8 text file") from None
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot parse sweep file {path}: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"cannot use sweep file {path}: it must hold tables [base], [axes], [collect]")
-    return raw
+    """Parse a sweep file (TOML, or JSON by its ``.json`` suffix); errors are one line
+    (size, nesting depth and value types are checked: `purify.config.read_table_file`)."""
+    return read_table_file(path, "sweep file")
 
 
 def build_spec(
