@@ -97,7 +97,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--sigma-rho-ratio", "net", "sigma_rho_ratio", FLOAT, "sigma_rho / b (default 0.05 norm, 1/sqrt(log d) paper)"),
     ("--lam", "net", "lam", FLOAT, "regularizer weight (default 0 norm, logloglog(d)/d paper)"),
     ("--clean-steps", "train", "clean_steps", INT, "clean training steps (default 4d)"),
-    ("--adv-steps", "train", "adv_steps", INT, "adversarial training steps (default clean/5)"),
+    ("--adv-steps", "train", "adv_steps", INT, "adversarial training steps (default clean/5; clean/2 with --preset purification)"),
     ("--lr", "train", "lr", FLOAT, "clean learning rate (default 1.0)"),
     ("--adv-lr", "train", "adv_lr", FLOAT, "adversarial learning rate (default lr/2)"),
     ("--batch-size", "train", "batch_size", INT, "batch size (default 512)"),
@@ -106,11 +106,11 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--adv-tau", "train", "adv_tau", FLOAT, "training radius (default: the evaluation radius)"),
     ("--adv-pgd-steps", "train", "adv_pgd_steps", INT, "PGD steps in training (default 3)"),
     ("--adv-init", "train", "adv_init", str, "clean | random: start of adversarial training (default clean)"),
-    ("--adv-bias", "train", "adv_bias", str, "radius | clean: biases of adversarial training, b_i >= tau ||w_i||_q or the clean ones (default radius)"),
+    ("--adv-bias", "train", "adv_bias", str, "radius | clean | norm: biases of adversarial training: raised to b_i >= tau ||w_i||_q, the clean ones, or b_i/||w_i|| kept (default: the preset's)"),
     ("--clean-snapshots", "train", "clean_snapshots", INT, "evaluations + weight snapshots in clean training, init and end included (default 8)"),
     ("--adv-snapshots", "train", "adv_snapshots", INT, "evaluations + weight snapshots in adversarial training (default 4)"),
     ("--log-points", "train", "log_points", INT, "loss log points per phase (default 100)"),
-    ("--tau", "eval", "tau", FLOAT, "l2 evaluation radius (default 1/sqrt(k))"),
+    ("--tau", "eval", "tau", FLOAT, "l2 evaluation radius (default 1/sqrt(k); 0.5/sqrt(k) with --preset purification)"),
     ("--tau-linf", "eval", "tau_linf", FLOAT, "linf evaluation radius (default tau/sqrt(d))"),
     ("--radii", "eval", "radii", _float_list, "radius grid as multiples of tau (default 0.25,0.5,1,1.5,2)"),
     ("--norms", "eval", "norms", _str_list, "norms to evaluate (default l2,linf)"),
@@ -140,6 +140,9 @@ def build_parser() -> _Parser:
                      help="seed of the dictionary, teacher and held-out set (default: --seed); runs sharing it "
                           "differ only in init and training noise, e.g. for purify analyze --transfer-from")
     sim.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
+    sim.add_argument("--preset", default=None,
+                     help="boundary | purification: defaults of the radius and of adversarial training "
+                          "(default boundary; see README 'Purification or thresholding?')")
     sim.add_argument("--out", type=Path, default=None, help="run folder (default runs/d{d}-k{k}-seed{seed})")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -202,6 +205,8 @@ def config_from_args(args: argparse.Namespace):
         raw["problem_seed"] = args.problem_seed
     if args.device is not None:
         raw["device"] = args.device
+    if args.preset is not None:
+        raw["preset"] = args.preset
     return RunConfig.from_dict(raw)
 
 
@@ -268,7 +273,7 @@ def _describe(config) -> str:
             f"steps clean={t.clean_steps} adv={t.adv_steps} lr={t.lr:g} adv_lr={t.adv_lr:g} "
             f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} "
             f"adv_bias={t.adv_bias} | "
-            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} seed={config.seed}")
+            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} preset={config.preset} seed={config.seed}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -621,6 +626,7 @@ def _add_sweep_parsers(sub) -> None:
     sw.add_argument("--seeds", type=INT, default=None, help="seeds 0..N-1 as an axis")
     sw.add_argument("--problem-seed", default=None, help="problem seed(s) (default: each cell's seed)")
     sw.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
+    sw.add_argument("--preset", default=None, help="boundary | purification, or P1,P2 as an axis (default boundary)")
     sw.add_argument("--analyses", type=_str_list, default=None,
                     help="analyses run per cell whose scalar results are collected, e.g. lottery,mixture "
                          "(default: the file's [collect], else none)")
@@ -676,7 +682,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("--seed and --seeds cannot be combined")
     overrides = [(f"{section}.{name}", _sweep_values(flag, getattr(args, _dest(flag)), kind))
                  for flag, section, name, kind, _ in OPTIONS if getattr(args, _dest(flag)) is not None]
-    for flag, key, kind in (("--seed", "seed", INT), ("--problem-seed", "problem_seed", INT), ("--device", "device", str)):
+    for flag, key, kind in (("--seed", "seed", INT), ("--problem-seed", "problem_seed", INT), ("--device", "device", str),
+                              ("--preset", "preset", str)):
         text = getattr(args, key)
         if text is not None:
             overrides.append((key, _sweep_values(flag, text, kind)))

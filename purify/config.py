@@ -23,7 +23,31 @@ from purify.data import DICTIONARIES
 BIAS_SCHEDULES = ("norm", "paper")
 ACTIVATIONS = ("smooth", "noisy")
 ADV_INITS = ("clean", "random")
-ADV_BIASES = ("radius", "clean")
+ADV_BIASES = ("radius", "clean", "norm")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Where a run sits relative to Theorem 5.3: the defaults of the fields a user leaves unset.
+
+    ``tau_multiple`` sets the ℓ₂ evaluation (and training) radius ``τ = tau_multiple/√k``,
+    ``adv_bias`` the biases of adversarial training and ``adv_steps_per_clean`` its length.
+    """
+
+    tau_multiple: float
+    adv_bias: str
+    adv_steps_per_clean: float
+
+
+#: ``boundary``: the radius at ``1/√k``, the boundary of Thm 5.3's range, where robustness
+#: means ignoring the small coordinates; biases raised to the radius floor (the default so far).
+#: ``purification``: ``τ = 0.5/√k`` inside the range, each neuron's effective threshold
+#: ``b_i√k/‖w_i‖`` kept where clean training left it, and adversarial training long enough for
+#: the dense mixture's alignment with ``M w*`` to plateau (README, "Purification or thresholding?").
+PRESETS: dict[str, Preset] = {
+    "boundary": Preset(tau_multiple=1.0, adv_bias="radius", adv_steps_per_clean=0.2),
+    "purification": Preset(tau_multiple=0.5, adv_bias="norm", adv_steps_per_clean=0.5),
+}
 
 
 class ConfigError(ValueError):
@@ -235,7 +259,7 @@ class TrainConfig:
     """Clean training (Algorithm 1) then adversarial training (Algorithm 2)."""
 
     clean_steps: int | None = None  # None → 4d
-    adv_steps: int | None = None  # None → clean_steps / 5
+    adv_steps: int | None = None  # None → clean_steps × the preset's adv_steps_per_clean
     lr: float | None = None  # η of clean training; None → 1.0 (see README: scale-free in d)
     adv_lr: float | None = None  # η of adversarial training; None → lr / 2
     batch_size: int = 512  # examples per step (≥ n_train means full-batch GD)
@@ -244,7 +268,7 @@ class TrainConfig:
     adv_tau: float | None = None  # training radius; None → the evaluation radius τ of the norm
     adv_pgd_steps: int = 3  # PGD steps when adv_attack = pgd
     adv_init: str = "clean"  # start adversarial training from the clean weights or from init
-    adv_bias: str = "radius"  # radius: b_i ≥ adv_tau ‖w_i‖_q when adversarial training starts; clean: keep b_i
+    adv_bias: str | None = None  # radius: b_i ≥ adv_tau ‖w_i‖_q; clean: keep b_i; norm: keep b_i/‖w_i‖; None → the preset's
     clean_snapshots: int = 8  # evaluation + weight snapshots in clean training (init and end included)
     adv_snapshots: int = 4  # evenly spaced snapshots in adversarial training
     log_points: int = 100  # loss/accuracy/bias log points per phase
@@ -264,20 +288,23 @@ class TrainConfig:
         _count("adv_pgd_steps", self.adv_pgd_steps, 1)
         _check(self.adv_init in ADV_INITS, "adv_init", self.adv_init,
                f"allowed: {', '.join(ADV_INITS)}")
-        _check(self.adv_bias in ADV_BIASES, "adv_bias", self.adv_bias,
-               f"allowed: {', '.join(ADV_BIASES)}")
+        if self.adv_bias is not None:
+            _check(self.adv_bias in ADV_BIASES, "adv_bias", self.adv_bias,
+                   f"allowed: {', '.join(ADV_BIASES)}")
         for name in ("clean_snapshots", "adv_snapshots", "log_points"):
             v = getattr(self, name)
             _check(_is_int(v) and 1 <= v <= 10_000, name, v,
                    "must be an integer in [1, 10000]")
 
-    def resolve(self, data: DataConfig, evaluation: EvalConfig) -> TrainConfig:
+    def resolve(self, data: DataConfig, evaluation: EvalConfig, preset: Preset) -> TrainConfig:
         clean = 4 * data.d if self.clean_steps is None else self.clean_steps
+        adv_steps = max(1, int(clean * preset.adv_steps_per_clean)) if self.adv_steps is None else self.adv_steps
         lr = 1.0 if self.lr is None else self.lr
         return replace(
             self,
             clean_steps=clean,
-            adv_steps=max(1, clean // 5) if self.adv_steps is None else self.adv_steps,
+            adv_steps=adv_steps,
+            adv_bias=preset.adv_bias if self.adv_bias is None else self.adv_bias,
             lr=lr,
             adv_lr=lr / 2 if self.adv_lr is None else self.adv_lr,
             adv_tau=evaluation.tau_for(self.adv_norm) if self.adv_tau is None else self.adv_tau,
@@ -316,8 +343,8 @@ class EvalConfig:
         _positive("pgd_rel_step", self.pgd_rel_step)
         _count("n_eval", self.n_eval, 10)
 
-    def resolve(self, data: DataConfig) -> EvalConfig:
-        tau = 1.0 / math.sqrt(data.k) if self.tau is None else self.tau
+    def resolve(self, data: DataConfig, preset: Preset) -> EvalConfig:
+        tau = preset.tau_multiple / math.sqrt(data.k) if self.tau is None else self.tau
         return replace(
             self,
             tau=tau,
@@ -347,8 +374,10 @@ class RunConfig:
     seed: int | None = None
     problem_seed: int | None = None  # dictionary, teacher, held-out set; None → seed
     device: str = "cpu"
+    preset: str = "boundary"  # defaults of unset radius and adversarial-training fields (PRESETS)
 
     def __post_init__(self) -> None:
+        _check(self.preset in PRESETS, "preset", self.preset, f"allowed: {', '.join(PRESETS)}")
         if self.problem_seed is not None:
             _check(_is_int(self.problem_seed) and 0 <= self.problem_seed < 2**63, "problem_seed",
                    self.problem_seed, "must be an integer in [0, 2^63)")
@@ -369,8 +398,9 @@ class RunConfig:
 
         try:
             data = self.data.resolve()
-            evaluation = self.eval.resolve(data)
-            net, train = self.net.resolve(data), self.train.resolve(data, evaluation)
+            preset = PRESETS[self.preset]
+            evaluation = self.eval.resolve(data, preset)
+            net, train = self.net.resolve(data), self.train.resolve(data, evaluation, preset)
         except ConfigError as e:  # `replace` validated a derived value: name its sources
             raise self._derived_error(e) from None
         resolved = replace(
@@ -470,8 +500,11 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """A stored (resolved) config.  Stores written before ``adv_bias`` existed kept the
-        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``."""
+        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``; stores
+        written before presets existed ran the ``boundary`` defaults."""
         raw = json.loads(text)
+        if isinstance(raw, dict) and "preset" not in raw:
+            raw["preset"] = "boundary"
         train = raw.get("train") if isinstance(raw, dict) else None
         if isinstance(train, dict) and "adv_bias" not in train:
             train["adv_bias"] = "clean"
@@ -490,11 +523,11 @@ DERIVED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("net", "sigma_rho_ratio", "0.05 (norm) or 1/sqrt(log d) (paper)", ("bias_schedule", "d")),
     ("net", "lam", "0 (norm) or logloglog(d)/d (paper)", ("bias_schedule", "d")),
     ("train", "clean_steps", "4d", ("d",)),
-    ("train", "adv_steps", "clean_steps/5", ("clean_steps", "d")),
+    ("train", "adv_steps", "clean_steps × the preset's fraction (1/5 boundary, 1/2 purification)", ("clean_steps", "d", "preset")),
     ("train", "lr", "1", ()),
     ("train", "adv_lr", "lr/2", ("lr",)),
     ("train", "adv_tau", "the evaluation radius of adv_norm", ("adv_norm", "tau", "tau_linf", "k", "d")),
-    ("eval", "tau", "1/sqrt(k)", ("k",)),
+    ("eval", "tau", "1/sqrt(k) (boundary) or 0.5/sqrt(k) (purification)", ("k", "preset")),
     ("eval", "tau_linf", "tau/sqrt(d)", ("tau", "d")),
     ("eval", "pgd_rel_step", "2.5/pgd_steps", ("pgd_steps",)),
 )
@@ -505,7 +538,7 @@ def find_option(config: RunConfig, name: str) -> Any:
     for part in (config.data, config.net, config.train, config.eval):
         if hasattr(part, name):
             return getattr(part, name)
-    return None
+    return getattr(config, name, None) if name in ("preset", "seed", "device") else None
 
 
 #: Limits of a config or sweep file: a config is four levels deep at most (table, section,

@@ -238,6 +238,11 @@ class Simulation:
         tc = self.timeline.clean_steps
         if state.step <= tc:
             b, s = self.clean_schedule(state.W, state.step)
+        elif state.frozen is not None and self.config.train.adv_bias == "norm":
+            # Per-neuron b_i/‖w_i‖ and σ_ρ,i/‖w_i‖ of the end of clean training: the effective
+            # threshold b_i√k/‖w_i‖ stays put, so robustness cannot come from raising it.
+            norms = state.W.norm(dim=1)
+            b, s = state.frozen[0] * norms, state.frozen[1] * norms
         elif state.frozen is not None:
             b, s = state.frozen
         else:  # adversarial training from random init runs its own bias schedule
@@ -398,8 +403,9 @@ class Simulation:
         return state
 
     def _enter_adversarial(self, state: RunState) -> RunState:
-        """Freeze the biases (Algorithm 2 keeps ``b``): the clean ones, raised to the training
-        radius's floor unless ``adv_bias = "clean"``; or restart from init if asked."""
+        """Fix the biases of adversarial training: the clean ones (``adv_bias = "clean"``, Algorithm 2
+        as written), raised to the training radius's floor (``"radius"``), or the clean ``b_i/‖w_i‖``
+        kept as the neurons move (``"norm"``); or restart from init if asked."""
         tr = self.config.train
         if tr.adv_init == "random":
             state.W = initial_weights(self.config).to(self.device)
@@ -409,6 +415,9 @@ class Simulation:
         b, s = net.b.clone(), net.sigma_rho.clone()
         if tr.adv_bias == "radius":
             b, s = radius_floor(state.W, b, s, tr.adv_tau, tr.adv_norm)
+        elif tr.adv_bias == "norm":
+            norms = state.W.norm(dim=1)
+            b, s = b / norms, s / norms
         state.frozen = (b, s)
         return state
 

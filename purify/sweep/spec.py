@@ -44,7 +44,7 @@ from purify.config import (
 )
 
 SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
-TOP_LEVEL = ("seed", "problem_seed", "device")
+TOP_LEVEL = ("seed", "problem_seed", "device", "preset")
 
 #: Scalar summaries of a run (read from its ``summary_json``), as ``name: (path, long name)``.
 #: "before" is the network at the end of clean training, "after" at the end of adversarial
