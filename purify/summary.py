@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from purify import store as S
+from purify.analysis.alignment import purification_summary
 from purify.config import RunConfig
 
 
@@ -100,6 +101,11 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         W_robust = snaps.W.sel(step=final).values
         summary["relative_weight_change"] = relative_change(W_clean, W_robust)
         summary["median_theta_clean_robust"] = float(np.median(cosines(W_clean, W_robust)))
+        # Purification in direction vs in norm (Allen-Zhu & Li Thm 5.2/5.3): purify.analysis.alignment.
+        problem = S.open_run(run, "problem")
+        summary["purification"] = purification_summary(
+            W_clean, snaps.b.sel(step=tc).values, W_robust, snaps.b.sel(step=final).values,
+            problem.M.values, problem.w_star.values, config.data.k, config.train.adv_norm)
     return summary
 
 
@@ -126,4 +132,9 @@ def format_summary(summary: dict) -> str:
     if summary.get("relative_weight_change") is not None:
         lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary['relative_weight_change']:.3f}")
         lines.append(f"median theta(w_i, w'_i): {summary['median_theta_clean_robust']:.3f}")
+    if summary.get("purification"):
+        p = summary["purification"]
+        lines.append(f"dense alignment {p['dense_alignment_clean']:.3f} -> {p['dense_alignment_robust']:.3f} "
+                     f"({-p['dense_alignment_reduction']:+.0%}), effective r {p['effective_r_clean']:.2f} -> "
+                     f"{p['effective_r_robust']:.2f}, norm share {p['norm_share_of_change']:.2f}")
     return "\n".join(lines)
