@@ -120,6 +120,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--pgd-restarts", "eval", "pgd_restarts", INT, "PGD restarts in evaluation (default 1)"),
     ("--pgd-rel-step", "eval", "pgd_rel_step", FLOAT, "PGD step size / tau (default 2.5/steps)"),
     ("--n-eval", "eval", "n_eval", INT, "held-out examples attacked per evaluation (default 500)"),
+    ("--eval-attack", "eval", "strength", str, "end-of-phase evaluation: fast | standard | strong (default standard)"),
 ]
 
 

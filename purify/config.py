@@ -23,6 +23,7 @@ BIAS_SCHEDULES = ("norm", "paper")
 ACTIVATIONS = ("smooth", "noisy")
 ADV_INITS = ("clean", "random")
 ADV_BIASES = ("radius", "clean")
+EVAL_STRENGTHS = ("fast", "standard", "strong")
 
 
 class ConfigError(ValueError):
@@ -263,9 +264,14 @@ class EvalConfig:
     pgd_restarts: int = 1
     pgd_rel_step: float | None = None  # PGD step / τ; None → 2.5 / steps
     n_eval: int = 500  # held-out examples used for the (costly) robust evaluation
+    # end-of-phase evaluation: fast = the attacks above only; standard/strong add converged
+    # attacks on the examples they leave unbroken (README "How robust accuracy is measured")
+    strength: str = "standard"
 
     def __post_init__(self) -> None:
         _positive("tau", self.tau)
+        _check(self.strength in EVAL_STRENGTHS, "eval-attack", self.strength,
+               f"allowed: {', '.join(EVAL_STRENGTHS)}")
         _positive("tau_linf", self.tau_linf)
         _check(isinstance(self.radii, (tuple, list)) and len(self.radii) >= 1 and all(_finite(r) and r > 0 for r in self.radii), "radii",
                self.radii, "must be one or more multiples > 0")
@@ -399,11 +405,16 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """A stored (resolved) config.  Stores written before ``adv_bias`` existed kept the
-        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``."""
+        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``;
+        stores written before ``eval.strength`` existed ran the cheap attacks only, so a missing
+        ``strength`` reads as ``fast``."""
         raw = json.loads(text)
         train = raw.get("train") if isinstance(raw, dict) else None
         if isinstance(train, dict) and "adv_bias" not in train:
             train["adv_bias"] = "clean"
+        evaluation = raw.get("eval") if isinstance(raw, dict) else None
+        if isinstance(evaluation, dict) and "strength" not in evaluation:
+            evaluation["strength"] = "fast"
         return cls.from_dict(raw)
 
 
