@@ -1,4 +1,4 @@
-"""Tests of the lottery, mixture, purification and perturbation analyses (issue 3, items 1–4).
+"""Tests of the lottery, mixture, purification and perturbation analyses.
 
 One tiny real run is simulated once; each test copies it and overwrites its weight snapshots
 (and, where needed, biases) with weights of known structure, e.g. ``w_i = α M_j(i) + ε M w*``,
@@ -485,6 +485,9 @@ def test_summary_reports_purification(base_run):
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-9, nan_ok=True), key
+    mix = mixture.compute(data)  # the same neurons, the same N_i rule, the same medians
+    assert got["dense_alignment_clean"] == pytest.approx(float(mix.dense_alignment_clean), rel=1e-9)
+    assert got["dense_alignment_robust"] == pytest.approx(float(mix.dense_alignment_robust), rel=1e-9)
     # the raised biases of adversarial training (adv_bias = "radius") raise the effective threshold
     assert got["effective_r_robust"] > got["effective_r_clean"]
     line = [ln for ln in format_summary(summary).splitlines() if ln.startswith("dense alignment")]

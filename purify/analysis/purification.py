@@ -7,7 +7,7 @@ and ``θ(u, v) = |<u, v>| / (‖u‖ ‖v‖)``, the purification principle pred
 training changes features only locally), ``θ(w_i, w_j)`` small for ``i ≠ j``, and
 ``Σ‖w_i − w'_i‖² = o(1) Σ‖w_i‖²`` along adversarial training (Theorem 5.3c).
 
-**Direction vs norm control** (issue 3, not in the paper).  Adversarial training keeps the
+**Direction vs norm control** (not in the paper).  Adversarial training keeps the
 biases ``b_i`` (Algorithm 2), so shrinking ``‖w_i‖`` alone raises each neuron's effective
 threshold ``b_i/‖w_i‖`` and can buy robustness without any purification of directions.  Four
 networks share the frozen biases and smoothing of the final step and differ in their weights
