@@ -231,7 +231,7 @@ def _describe(config) -> str:
             f"steps clean={t.clean_steps} adv={t.adv_steps} lr={t.lr:g} adv_lr={t.adv_lr:g} "
             f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} "
             f"adv_bias={t.adv_bias} | "
-            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} seed={config.seed}")
+            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} eval-attack={e.strength} seed={config.seed}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
