@@ -18,9 +18,9 @@ coefficient agrees with ``w*``.  It is scale-free: a neuron that only shrinks ke
 ``M``, ``D`` features): ``a_i = β(D−1) / (√D √(α² + β²(D−1)))``.
 
 **Effective threshold** ``r_i = b_i √k / ‖w_i‖_q`` (``q`` the dual of the attack norm): the
-bias in units of the neuron's response ``‖w_i‖_q/√k`` to a small (``1/√k``) coordinate.  The
-clean training bias schedule sets ``b_i = r ‖w_i‖/√k``; adversarial training's frozen biases
-over shrinking neurons raise it.
+bias in units of a pure neuron's response ``‖w_i‖_q/√k`` to a small (``1/√k``) coordinate.
+The default (``norm``) bias schedule sets ``b_i = r ‖w_i‖/√k`` in clean training; frozen (or
+raised) biases over neurons that shrink in adversarial training raise it.
 
 **Norm share of the change** ``Σ_i (‖w_i‖ − ‖w'_i‖)² / Σ_i ‖w_i − w'_i‖²`` ∈ [0, 1] (reverse
 triangle inequality): 1 when adversarial training only rescaled the neurons, 0 when it only
