@@ -246,8 +246,10 @@ def descend(
     st = {"x": x, "y": y, "delta": start, "grad": grad, "margin": best_margin}
     if schedule == "apgd":
         eta = torch.full_like(y, 2.0 * tau)
+        # rbest/rgrad/rmargin: the best iterate of this run (where a halving resets to) and its
+        # gradient; the full-step candidate is not an iterate (no gradient known there)
         st |= {"prev": start, "eta": eta, "succ": torch.zeros_like(y), "last_eta": eta,
-               "last_best": best_margin, "rbest": start, "rgrad": grad}
+               "last_best": y * out, "rbest": start, "rgrad": grad, "rmargin": y * out}
         checkpoints = _apgd_checkpoints(steps)
     for t in range(steps):
         if early_stop:
@@ -277,12 +279,14 @@ def descend(
         best_margin[rows] = torch.where(better, margin, best_margin[rows])
         if schedule == "apgd":
             st["succ"] = st["succ"] + (margin < st["margin"]).to(y.dtype)
-            st["rbest"] = torch.where(better[:, None], new, st["rbest"])
-            st["rgrad"] = torch.where(better[:, None], grad, st["rgrad"])
+            improved = margin < st["rmargin"]
+            st["rbest"] = torch.where(improved[:, None], new, st["rbest"])
+            st["rgrad"] = torch.where(improved[:, None], grad, st["rgrad"])
+            st["rmargin"] = torch.where(improved, margin, st["rmargin"])
             st["prev"] = delta
             if t + 1 in checkpoints:
                 since = t + 1 - max([0] + [c for c in checkpoints if c < t + 1])
-                rb = best_margin[rows]
+                rb = st["rmargin"]
                 halve = (st["succ"] < 0.75 * since) | ((st["eta"] == st["last_eta"]) & (rb == st["last_best"]))
                 st["eta"] = torch.where(halve, st["eta"] / 2, st["eta"])
                 new = torch.where(halve[:, None], st["rbest"], new)
