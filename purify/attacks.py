@@ -83,13 +83,40 @@ class Attack(ABC):
         self.norm = Norm(norm)
 
     def __call__(
-        self, model: Learner, x: Tensor, y: Tensor, tau: float, *, generator: torch.Generator
+        self,
+        model: Learner,
+        x: Tensor,
+        y: Tensor,
+        tau: float,
+        *,
+        generator: torch.Generator,
+        active: Tensor | None = None,
     ) -> Tensor:
+        """``δ (n, d)``; with a boolean mask ``active (n,)`` only those rows are attacked (``δ = 0``
+        elsewhere), see :meth:`run_masked`."""
         if not tau > 0:
             raise ValueError(f"attack radius tau must be > 0, got {tau}")
-        delta = self.run(model, x, y, tau, generator=generator)
+        if active is None:
+            delta = self.run(model, x, y, tau, generator=generator)
+        else:
+            delta = self.run_masked(model, x, y, tau, active, generator=generator)
         # The budget is enforced here, once, whatever `run` did (float round-off included).
         return self.norm.project(delta, tau)
+
+    def run_masked(
+        self, model: Learner, x: Tensor, y: Tensor, tau: float, active: Tensor, *, generator: torch.Generator
+    ) -> Tensor:
+        """:meth:`run` on the rows where ``active``, zero elsewhere.
+
+        This default attacks the subset, so its random draws depend on which rows are active;
+        :class:`ConvergedPGD` overrides it to draw its random starts for every row, so the
+        active rows get the same draws whatever the mask (paired across models).
+        """
+        delta = torch.zeros_like(x)
+        idx = active.nonzero().flatten()
+        if idx.numel():
+            delta[idx] = self.run(model, x[idx], y[idx], tau, generator=generator)
+        return delta
 
     @abstractmethod
     def run(
@@ -307,7 +334,9 @@ class ConvergedPGD(Attack):
     entry of ``steps`` (an int, or a tuple of run lengths: one full schedule each, all from the
     same start).  The returned ``δ`` has, per example, the smallest margin ``y f(x + δ)`` seen
     over all starts, runs and iterates, so adding starts or runs never weakens it.  Examples
-    already broken (margin ``< 0``) are not attacked further (``early_stop``).
+    already broken (margin ``< 0``) are not attacked further (``early_stop``).  Called with
+    ``active=mask`` it attacks only those rows but draws the random starts for every row, so a
+    row gets the same draws whichever other rows are active.
     """
 
     def __init__(
@@ -381,10 +410,15 @@ class ConvergedPGD(Attack):
                 yield j, i, one
 
     def run(self, model, x, y, tau, *, generator):
+        return self.run_masked(model, x, y, tau, torch.ones_like(y, dtype=torch.bool), generator=generator)
+
+    def run_masked(self, model, x, y, tau, active, *, generator):
+        # Random starts are drawn for every row (inactive ones included) so that a row's draws do
+        # not depend on the mask; inactive rows start "broken" (margin −inf) and are never run.
         best = torch.zeros_like(x)
-        best_margin = torch.full_like(y, float("inf"))
+        best_margin = torch.where(active, float("inf"), float("-inf")).to(y.dtype)
         for _, _, one in self.runs(model, x, y, tau, generator=generator):
-            rows = torch.nonzero(best_margin >= 0).flatten() if self.early_stop else torch.arange(x.shape[0], device=x.device)
+            rows = torch.nonzero((best_margin >= 0) if self.early_stop else active).flatten()
             if rows.numel() == 0:
                 break
             delta, margin = one(rows)

@@ -126,6 +126,9 @@ class Transfer(Attack):
     def run(self, model, x, y, tau, *, generator):
         return self.inner(self.source, x, y, tau, generator=generator)
 
+    def run_masked(self, model, x, y, tau, active, *, generator):
+        return self.inner(self.source, x, y, tau, generator=generator, active=active)
+
 
 def smoother_copy(net: SymmetricReLUNet, factor: float) -> SymmetricReLUNet:
     """The same weights and biases with ``σ_ρ`` scaled by ``factor`` (a smoother surrogate)."""

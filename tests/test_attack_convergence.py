@@ -138,6 +138,26 @@ def test_rows_are_independent_so_a_subset_gives_the_same_rows():
     torch.testing.assert_close(part, full[rows], atol=1e-12, rtol=0)
 
 
+def test_a_mask_attacks_only_its_rows_with_the_draws_of_the_full_batch():
+    # the evaluator attacks each model's survivors; with a mask, the survivors' random starts
+    # are the ones they would get in the full batch, so two models' outcomes stay paired
+    net = symmetric_net(10, 20, 3, seed=19)
+    x, y = data(80, 10, 20, scale=1.5)
+    attack = ConvergedPGD("l2", steps=20, starts=("random", "random"), early_stop=False)
+    g_full, g_mask = gen(21), gen(21)
+    full = attack(net, x, y, 0.5, generator=g_full)
+    active = torch.rand(80, generator=gen(22)) < 0.4
+    masked = attack(net, x, y, 0.5, generator=g_mask, active=active)
+    torch.testing.assert_close(masked[active], full[active], atol=1e-12, rtol=0)
+    assert bool((masked[~active] == 0).all())
+    assert torch.equal(g_full.get_state(), g_mask.get_state())  # the same draws were consumed
+    # the base-class default attacks the subset: zero outside it, the run's δ inside
+    pgd = PGD("l2", steps=3, random_start=False)
+    sub = pgd(net, x, y, 0.5, generator=gen(0), active=active)
+    assert bool((sub[~active] == 0).all())
+    torch.testing.assert_close(sub[active], pgd(net, x[active], y[active], 0.5, generator=gen(0)))
+
+
 @pytest.mark.parametrize("norm", NORMS)
 def test_attack_strength_is_monotone_and_its_corner_is_the_converged_attack(norm):
     net = symmetric_net(10, 20, 3, seed=15)

@@ -394,6 +394,10 @@ def test_transfer_crafts_on_the_source_and_ignores_the_target():
     other = Transfer("l2", source, inner)(LinearModel(torch.ones(8, dtype=F64)), x, y, 0.4, generator=gen(1))
     assert torch.equal(delta, other)
     assert not torch.equal(delta, inner(net, x, y, 0.4, generator=gen(1)))  # the source matters
+    active = torch.arange(20) % 3 == 0  # a mask reaches the inner attack
+    masked = Transfer("l2", source, inner)(net, x, y, 0.4, generator=gen(1), active=active)
+    assert torch.equal(masked, inner(source, x, y, 0.4, generator=gen(1), active=active))
+    assert bool((masked[~active] == 0).all()) and bool((masked[active] != 0).any())
     with pytest.raises(ValueError, match="linf"):
         Transfer("linf", source, inner)
 
