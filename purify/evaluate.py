@@ -127,14 +127,16 @@ def cascade(
 ) -> CascadeResult:
     """Robust iff clean-correct and no attack of the cascade flips it (Def. 4.1, per example).
 
-    The attacks run in order, each only on the examples every earlier attack left correct,
-    so the expensive ones (converged PGD, shrink, transfer) see only the survivors of the
-    cheap ones; robust accuracy is therefore the per-example minimum over all attacks, never
-    above that of any single attack on the same examples.  ``attacks[a]`` draws from
-    ``generators[a]``.  The first ``attack_all`` attacks run on **every** example in fixed
-    chunks instead, so with generators seeded alike their random draws (PGD starts, noise)
-    are the same for every model evaluated: two models' outcomes are then paired example by
-    example, through the examples and through the draws.
+    The attacks run in order, each only on the examples every earlier attack left correct
+    (``active`` mask, chunk by chunk), so the expensive ones (converged PGD, shrink, transfer)
+    see only the survivors of the cheap ones; robust accuracy is therefore the per-example
+    minimum over all attacks, never above that of any single attack on the same examples.
+    ``attacks[a]`` draws from ``generators[a]``.  The first ``attack_all`` attacks run on
+    **every** example in fixed chunks instead, so with generators seeded alike their random
+    draws (PGD starts, noise) are the same for every model evaluated: two models' outcomes
+    are then paired example by example, through the examples and through the draws.  The
+    survivors' attacks are paired the same way where the attack draws for every row of a
+    masked call (:class:`purify.attacks.ConvergedPGD`, transfers built on it).
 
     ``prior`` continues an earlier cascade on the same examples: its survivors are attacked
     by ``attacks``, numbered in ``broken_by`` after the prior's attacks; the result is the one
@@ -155,13 +157,22 @@ def cascade(
         offset, each = prior.n_attacks, list(prior.each_correct)
     for a, (attack, g) in enumerate(zip(attacks, generators, strict=True)):
         everywhere = a < attack_all
-        rows = torch.arange(n, device=x.device) if everywhere else alive.nonzero().flatten()
         correct = ok.clone()
-        for i in range(0, rows.numel(), chunk):
-            idx = rows[i : i + chunk]
-            flipped = ~robust_correct(model, x[idx], y[idx], attack, tau, generator=g)
-            correct[idx[flipped]] = False
-            newly = idx[flipped & alive[idx]]
+        for i in range(0, n, chunk):
+            sl = slice(i, i + chunk)
+            # Every chunk is attacked, even one without survivors: an attack that draws for
+            # every row of its input (ConvergedPGD with `active`) then gives a row the same
+            # draws whichever rows survive, so models stay paired through their survivors.
+            active = None if everywhere else alive[sl]
+            delta = attack(model, x[sl], y[sl], tau, generator=g, active=active)
+            rows = torch.arange(i, min(i + chunk, n), device=x.device)
+            if active is not None:
+                rows = rows[active]
+            if rows.numel() == 0:
+                continue
+            flipped = ~sign_correct(model.forward(x[rows] + delta[rows - i]), y[rows])
+            correct[rows[flipped]] = False
+            newly = rows[flipped & alive[rows]]
             broken_by[newly] = offset + a
             alive[newly] = False
         if everywhere:

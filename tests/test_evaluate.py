@@ -241,3 +241,27 @@ def test_standard_error_and_paired_difference_against_numpy():
     assert math.isnan(standard_error(np.array([1.0])))
     with pytest.raises(ValueError):
         paired_difference(a, b[:5])
+
+
+def test_survivor_attacks_give_a_row_the_same_draws_whichever_rows_survive():
+    """Pairing through the survivors: ConvergedPGD draws its random starts for every row of a
+    masked call, so an example's outcome does not depend on which other examples survived."""
+    from dataclasses import replace
+
+    from purify.attacks import ConvergedPGD
+
+    net = small_symmetric_net(seed=13)
+    g = gen(14)
+    x = torch.randn(200, 12, generator=g, dtype=F64)
+    y = torch.where(net.forward(x) >= 0, 1.0, -1.0).to(F64)
+    cheap = cascade(net, x, y, 0.5, [NoiseAttack("l2")], generators=[gen(0)], attack_all=1, chunk=64)
+    drop = np.zeros(200, dtype=bool)
+    drop[::3] = True  # another model would have lost these to the cheap attacks
+    fewer = replace(cheap, robust_correct=cheap.robust_correct & ~drop,
+                    broken_by=np.where(cheap.robust_correct & drop, 0, cheap.broken_by))
+    attack = ConvergedPGD("l2", steps=8, starts=("random", "random"))
+    a = cascade(net, x, y, 0.5, [attack], generators=[gen(1)], prior=cheap, chunk=64)
+    b = cascade(net, x, y, 0.5, [attack], generators=[gen(1)], prior=fewer, chunk=64)
+    both = fewer.robust_correct
+    assert both.sum() > 20 and (a.robust_correct[both] != cheap.robust_correct[both]).any()  # informative
+    np.testing.assert_array_equal(a.robust_correct[both], b.robust_correct[both])
