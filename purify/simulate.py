@@ -171,8 +171,10 @@ def store_template(
                                    {"long_name": "held-out accuracy under the per-example worst attacker",
                                     "evaluation": FAST_EVALUATION}),
             "ideal_clean_accuracy": ((), np.float32(ideal["clean"])),
-            "ideal_robust_accuracy": (("norm", "attack", "radius"), np.stack([ideal["robust"][n] for n in norms]).astype(np.float32)),
-            "ideal_strongest_accuracy": (("norm", "radius"), np.stack([ideal["strongest"][n] for n in norms]).astype(np.float32)),
+            "ideal_robust_accuracy": (("norm", "attack", "radius"), np.stack([ideal["robust"][n] for n in norms]).astype(np.float32),
+                                      {"evaluation": FAST_EVALUATION}),
+            "ideal_strongest_accuracy": (("norm", "radius"), np.stack([ideal["strongest"][n] for n in norms]).astype(np.float32),
+                                         {"evaluation": FAST_EVALUATION}),
         },
         coords=coords,
     )
