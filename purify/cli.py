@@ -119,6 +119,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--pgd-restarts", "eval", "pgd_restarts", INT, "PGD restarts in evaluation (default 1)"),
     ("--pgd-rel-step", "eval", "pgd_rel_step", FLOAT, "PGD step size / tau (default 2.5/steps)"),
     ("--n-eval", "eval", "n_eval", INT, "held-out examples attacked per evaluation (default 500)"),
+    ("--eval-attack", "eval", "strength", str, "end-of-phase evaluation: fast | standard | strong (default standard)"),
 ]
 
 
@@ -273,7 +274,7 @@ def _describe(config) -> str:
             f"steps clean={t.clean_steps} adv={t.adv_steps} lr={t.lr:g} adv_lr={t.adv_lr:g} "
             f"batch={t.batch_size} adv={t.adv_attack}/{t.adv_norm} tau_train={t.adv_tau:.4g} "
             f"adv_bias={t.adv_bias} | "
-            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} preset={config.preset} seed={config.seed}")
+            f"tau_l2={e.tau:.4g} tau_linf={e.tau_linf:.4g} eval-attack={e.strength} preset={config.preset} seed={config.seed}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ PRESETS: dict[str, Preset] = {
     "boundary": Preset(tau_multiple=1.0, adv_bias="radius", adv_steps_per_clean=0.2),
     "purification": Preset(tau_multiple=0.5, adv_bias="norm", adv_steps_per_clean=0.5),
 }
+EVAL_STRENGTHS = ("fast", "standard", "strong")
 
 
 class ConfigError(ValueError):
@@ -324,9 +325,14 @@ class EvalConfig:
     pgd_restarts: int = 1
     pgd_rel_step: float | None = None  # PGD step / τ; None → 2.5 / steps
     n_eval: int = 500  # held-out examples used for the (costly) robust evaluation
+    # end-of-phase evaluation: fast = the attacks above only; standard/strong add converged
+    # attacks on the examples they leave unbroken (README "How robust accuracy is measured")
+    strength: str = "standard"
 
     def __post_init__(self) -> None:
         _positive("tau", self.tau)
+        _check(self.strength in EVAL_STRENGTHS, "eval-attack", self.strength,
+               f"allowed: {', '.join(EVAL_STRENGTHS)}")
         _positive("tau_linf", self.tau_linf)
         _check(isinstance(self.radii, (tuple, list)) and len(self.radii) >= 1 and all(_finite(r) and 0 < r <= LARGEST_REAL for r in self.radii), "radii",
                self.radii, "must be one or more multiples > 0")
@@ -500,14 +506,19 @@ class RunConfig:
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """A stored (resolved) config.  Stores written before ``adv_bias`` existed kept the
-        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``; stores
-        written before presets existed ran the ``boundary`` defaults."""
+        clean biases in adversarial training, so a missing ``adv_bias`` reads as ``clean``;
+        stores written before ``eval.strength`` existed ran the cheap attacks only, so a missing
+        ``strength`` reads as ``fast``; stores written before presets existed ran the ``boundary``
+        defaults."""
         raw = json.loads(text)
         if isinstance(raw, dict) and "preset" not in raw:
             raw["preset"] = "boundary"
         train = raw.get("train") if isinstance(raw, dict) else None
         if isinstance(train, dict) and "adv_bias" not in train:
             train["adv_bias"] = "clean"
+        evaluation = raw.get("eval") if isinstance(raw, dict) else None
+        if isinstance(evaluation, dict) and "strength" not in evaluation:
+            evaluation["strength"] = "fast"
         return cls.from_dict(raw)
 
 

@@ -33,7 +33,7 @@ class Evaluation:
 
 
 def sign_correct(out: Tensor, y: Tensor) -> Tensor:
-    """Boolean ``(n,)``: ``sign f = y`` with ``sign(0) = +1`` (the labels' convention, docs/theory.md §1)."""
+    """Boolean ``(n,)``: ``sign f = y`` with ``sign(0) = +1`` (the labels' convention)."""
     return torch.where(out >= 0, 1.0, -1.0).to(y.dtype) == y
 
 
@@ -81,3 +81,120 @@ def evaluate(
         robust[norm] = correct.float().mean(dim=2).cpu().numpy()
         strongest[norm] = correct.all(dim=0).float().mean(dim=1).cpu().numpy()
     return Evaluation(float(clean_ok.float().mean()), robust, strongest)
+
+
+# --------------------------------------------------------------------------------------
+# End-of-phase evaluation: per-example results of an attack cascade
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CascadeResult:
+    """Per-example outcome of :func:`cascade`, each of shape ``(n,)`` (``(n_all, n)`` for
+    ``each_correct``).
+
+    ``broken_by[j]`` is the index (in the cascade's order) of the first attack that flipped
+    example ``j``, ``-1`` if none did — including examples misclassified clean, which are
+    not attacked (``clean_correct`` tells them apart).  ``each_correct[a]`` is the robust
+    outcome under attack ``a`` alone, for the attacks that ran on every example.
+    """
+
+    clean_correct: np.ndarray
+    robust_correct: np.ndarray
+    broken_by: np.ndarray
+    each_correct: np.ndarray
+    n_attacks: int  # attacks run so far (the next attack's index in ``broken_by``)
+
+
+def clean_correct(model: Learner, x: Tensor, y: Tensor, *, chunk: int = 1024) -> Tensor:
+    """Boolean ``(n,)``: ``sign f(x_j) = y_j``, computed ``chunk`` examples at a time."""
+    n = x.shape[0]
+    return torch.cat([sign_correct(model.forward(x[i : i + chunk]), y[i : i + chunk])
+                      for i in range(0, n, chunk)])
+
+
+def cascade(
+    model: Learner,
+    x: Tensor,
+    y: Tensor,
+    tau: float,
+    attacks: Sequence[Attack],
+    *,
+    generators: Sequence[torch.Generator],
+    attack_all: int = 0,
+    prior: CascadeResult | None = None,
+    chunk: int = 1024,
+) -> CascadeResult:
+    """Robust iff clean-correct and no attack of the cascade flips it (Def. 4.1, per example).
+
+    The attacks run in order, each only on the examples every earlier attack left correct
+    (``active`` mask, chunk by chunk), so the expensive ones (converged PGD, shrink, transfer)
+    see only the survivors of the cheap ones; robust accuracy is therefore the per-example
+    minimum over all attacks, never above that of any single attack on the same examples.
+    ``attacks[a]`` draws from ``generators[a]``.  The first ``attack_all`` attacks run on
+    **every** example in fixed chunks instead, so with generators seeded alike their random
+    draws (PGD starts, noise) are the same for every model evaluated: two models' outcomes
+    are then paired example by example, through the examples and through the draws.  The
+    survivors' attacks are paired the same way where the attack draws for every row of a
+    masked call (:class:`purify.attacks.ConvergedPGD`, transfers built on it).
+
+    ``prior`` continues an earlier cascade on the same examples: its survivors are attacked
+    by ``attacks``, numbered in ``broken_by`` after the prior's attacks; the result is the one
+    the concatenated cascade would give.
+    """
+    if len(generators) != len(attacks):
+        raise ValueError(f"need one generator per attack, got {len(generators)} for {len(attacks)}")
+    n = x.shape[0]
+    if prior is None:
+        ok = clean_correct(model, x, y, chunk=chunk)
+        alive = ok.clone()
+        broken_by = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        offset, each = 0, []
+    else:
+        ok = torch.as_tensor(prior.clean_correct, device=x.device)
+        alive = torch.as_tensor(prior.robust_correct, device=x.device).clone()
+        broken_by = torch.as_tensor(prior.broken_by, device=x.device).clone()
+        offset, each = prior.n_attacks, list(prior.each_correct)
+    for a, (attack, g) in enumerate(zip(attacks, generators, strict=True)):
+        everywhere = a < attack_all
+        correct = ok.clone()
+        for i in range(0, n, chunk):
+            sl = slice(i, i + chunk)
+            # Every chunk is attacked, even one without survivors: an attack that draws for
+            # every row of its input (ConvergedPGD with `active`) then gives a row the same
+            # draws whichever rows survive, so models stay paired through their survivors.
+            active = None if everywhere else alive[sl]
+            delta = attack(model, x[sl], y[sl], tau, generator=g, active=active)
+            rows = torch.arange(i, min(i + chunk, n), device=x.device)
+            if active is not None:
+                rows = rows[active]
+            if rows.numel() == 0:
+                continue
+            flipped = ~sign_correct(model.forward(x[rows] + delta[rows - i]), y[rows])
+            correct[rows[flipped]] = False
+            newly = rows[flipped & alive[rows]]
+            broken_by[newly] = offset + a
+            alive[newly] = False
+        if everywhere:
+            each.append(correct.cpu().numpy())
+    return CascadeResult(ok.cpu().numpy(), alive.cpu().numpy(), broken_by.cpu().numpy(),
+                         np.array(each, dtype=bool).reshape(len(each), n), offset + len(attacks))
+
+
+def standard_error(values: np.ndarray) -> float:
+    """``sd(v)/√n`` with the unbiased (``ddof = 1``) sd: the SE of ``mean(v)``; NaN for ``n < 2``.
+
+    For 0/1 outcomes this is ``√(p(1−p)/(n−1))``, the binomial SE of an accuracy.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size >= 2 else float("nan")
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """``{"value": mean(a − b), "se": sd(a − b)/√n}`` for per-example outcomes of two models on
+    the same examples: the SE of a paired difference, smaller than the unpaired
+    ``√(SE_a² + SE_b²)`` when the two models tend to fail on the same examples."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.shape != np.shape(b) or diff.ndim != 1:
+        raise ValueError(f"paired outcomes must be two vectors of one length, got {np.shape(a)}, {np.shape(b)}")
+    return {"value": float(diff.mean()), "se": standard_error(diff)}

@@ -33,8 +33,12 @@ from purify.evaluate import accuracy, evaluate
 from purify.learners.ideal import IdealRobustModel
 from purify.learners.symmetric import SymmetricReLUNet
 from purify.schedules import BiasSchedule, radius_floor
-from purify.summary import model_block, summarize
+from purify.summary import summarize
 from purify.train import CLEAN, DivergenceBound, DivergenceError, Timeline, train_step
+
+#: How the per-step robust accuracies are measured (the end-of-phase models get more: the
+#: ``evaluation`` group).
+FAST_EVALUATION = "fast: fgm, pgd-10, dense, noise on the first n_eval examples"
 
 
 class Stopped(Exception):
@@ -161,12 +165,16 @@ def store_template(
             "weight_norm_mean": ("iteration", nan(n_log), {"long_name": "mean ||w_i||_2"}),
             "clean_accuracy": ("step", nan(n_eval), {"long_name": "held-out clean accuracy"}),
             "robust_accuracy": (("step", "norm", "attack", "radius"), nan(n_eval, len(norms), len(attacks), len(radii)),
-                                {"long_name": "held-out accuracy under each attacker at radius tau"}),
+                                {"long_name": "held-out accuracy under each attacker at radius tau",
+                                 "evaluation": FAST_EVALUATION}),
             "strongest_accuracy": (("step", "norm", "radius"), nan(n_eval, len(norms), len(radii)),
-                                   {"long_name": "held-out accuracy under the per-example worst attacker"}),
+                                   {"long_name": "held-out accuracy under the per-example worst attacker",
+                                    "evaluation": FAST_EVALUATION}),
             "ideal_clean_accuracy": ((), np.float32(ideal["clean"])),
-            "ideal_robust_accuracy": (("norm", "attack", "radius"), np.stack([ideal["robust"][n] for n in norms]).astype(np.float32)),
-            "ideal_strongest_accuracy": (("norm", "radius"), np.stack([ideal["strongest"][n] for n in norms]).astype(np.float32)),
+            "ideal_robust_accuracy": (("norm", "attack", "radius"), np.stack([ideal["robust"][n] for n in norms]).astype(np.float32),
+                                      {"evaluation": FAST_EVALUATION}),
+            "ideal_strongest_accuracy": (("norm", "radius"), np.stack([ideal["strongest"][n] for n in norms]).astype(np.float32),
+                                         {"evaluation": FAST_EVALUATION}),
         },
         coords=coords,
     )
@@ -421,32 +429,22 @@ class Simulation:
         state.frozen = (b, s)
         return state
 
-    def bias_only_control(self) -> dict | None:
-        """The clean weights with the biases of adversarial training, before any adversarial
-        step: how much of the robust gain the raised biases buy alone (``adv_bias = "radius"``).
+    def final_evaluation(self) -> None:
+        """Write the groups of the end-of-phase evaluation (:mod:`purify.final_evaluation`).
 
-        Evaluated like the summary's models (radius multiple 1, its own random stream), from the
-        stored end-of-clean snapshot, so a resumed run computes the same numbers.  ``None`` when
-        adversarial training keeps the clean biases or restarts from init (nothing to separate).
+        Computed from the stored snapshots with the run's own ``final/...`` streams, so a run
+        resumed after (or during) this step writes the same groups; each group is written
+        atomically.
         """
-        cfg, tc = self.config, self.timeline.clean_steps
-        if cfg.train.adv_bias != "radius" or cfg.train.adv_init != "clean" or self.timeline.adv_steps == 0:
-            return None
-        i = self._eval_index[tc]
-        W = torch.from_numpy(S.open_run(self.run, "snapshots").W.isel(step=i).values).to(self.device)
-        frozen = self._enter_adversarial(RunState(tc, W)).frozen
-        assert frozen is not None
-        model = SymmetricReLUNet(W, *frozen)
-        ev = cfg.eval
-        r1 = int(np.argmin(np.abs(np.asarray(ev.radii) - 1.0)))
-        n = ev.n_eval
-        e = evaluate(model, self.test.x[:n], self.test.y[:n], attacks=self.attacks,
-                     taus={norm: [ev.taus(norm)[r1]] for norm in ev.norms},
-                     generator=rng.generator(cfg.seed, "eval/bias_only", self.device))
-        l2_by_attack = ({a: float(e.robust["l2"][j, 0]) for j, a in enumerate(ev.attacks)}
-                        if "l2" in ev.norms else {})
-        return model_block(accuracy(model, self.test.x, self.test.y),
-                           {n: float(e.strongest[n][0]) for n in ev.norms}, l2_by_attack)
+        from purify.final_evaluation import final_evaluation
+
+        log = None
+        if self.progress:
+            def log(text: str) -> None:
+                print(text, file=sys.stderr)
+        groups = final_evaluation(self.run, self.config, self.problem, self.test.x, self.test.y, log=log)
+        for name, ds in groups.items():
+            S.write_group(self.run, name, ds)
 
     def request_stop(self, *_: object) -> None:
         self._stop_requested = True
@@ -559,10 +557,10 @@ def simulate(
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+            t0 = time.perf_counter()
+            sim.final_evaluation()
+            S.update_attrs(run, final_evaluation_seconds=float(time.perf_counter() - t0))
             summary = summarize(run, allow_running=True)
-            bias_only = sim.bias_only_control()
-            if bias_only is not None:
-                summary["bias_only_model"] = bias_only
             try:
                 _check_finite(summary, sim)
             except DivergenceError as e:

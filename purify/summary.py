@@ -1,13 +1,20 @@
 """The headline numbers of a run, read back from its store.
 
 The summary compares the network at the end of clean training (``clean_model``), at the end
-of adversarial training (``robust_model``) and the ideal thresholded classifier of Allen-Zhu & Li §3
-(``ideal_model``) at the evaluation radius ``τ`` (radius multiple 1), and measures how far
-adversarial training moved the neurons (Thm 5.3c): the relative change
+of adversarial training (``robust_model``) and the ideal thresholded classifier of Allen-Zhu &
+Li §3 (``ideal_model``) at the evaluation radius ``τ`` (radius multiple 1), and measures how
+far adversarial training moved the neurons (Thm 5.3c): the relative change
 ``Σ‖w_i − w'_i‖² / Σ‖w_i‖²`` and the median ``θ(w_i, w'_i) = |<w_i,w'_i>|/(‖w_i‖‖w'_i‖)``.
-With the default ``adv_bias = "radius"``, :func:`purify.simulate.simulate` adds
-``bias_only_model``: the clean weights under the raised biases of adversarial training, the
-control that separates what the biases buy from what adversarial training does.
+With the default ``adv_bias = "radius"`` it adds ``bias_only_model``: the clean weights under
+the raised biases of adversarial training, the control that separates what the biases buy
+from what adversarial training does.
+
+Stores with an ``evaluation`` group (:mod:`purify.final_evaluation`) take the models' numbers
+from it — every held-out example, the cascade of the run's strength — with standard errors
+(``*_se``), and add ``threshold_model`` (the clean weights with biases raised on a grid, the
+cheapest explanation of robustness), ``paired`` differences of the robust model with the
+others on the same examples, ``attack_strength`` and ``warnings``.  Older stores summarize from
+the per-step evaluation (first ``n_eval`` examples, cheap attacks), without those fields.
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ import numpy as np
 import xarray as xr
 
 from purify import store as S
+from purify.analysis.alignment import purification_summary
 from purify.config import RunConfig
+from purify.evaluate import paired_difference, standard_error
+
+#: Summary key of each model of the ``evaluation`` group.
+MODEL_KEYS = {"clean": "clean_model", "robust": "robust_model", "bias_only": "bias_only_model",
+              "threshold": "threshold_model", "ideal": "ideal_model"}
 
 
 def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -62,6 +75,65 @@ def _model_block(root: xr.Dataset, step: int | None, radius: float) -> dict:
     return model_block(clean, {n: float(strongest.sel(norm=n)) for n in norms}, l2_by_attack)
 
 
+def _se(p: float, n: int) -> float:
+    """SE of an accuracy ``p`` over ``n`` 0/1 outcomes, as :func:`standard_error` computes it."""
+    return float(np.sqrt(p * (1 - p) / (n - 1))) if n >= 2 else float("nan")
+
+
+def evaluation_blocks(ev: xr.Dataset, primary: str) -> dict:
+    """Model blocks, ``paired`` differences from the stored per-example ``evaluation`` group.
+
+    ``primary`` is the norm of ``robust_accuracy`` and of the paired differences (ℓ₂ when it
+    was evaluated).  Paired SE: ``sd(a_j − b_j)/√n`` over the examples ``j``.
+    """
+    out: dict = {}
+    strength, n = str(ev.attrs["strength"]), int(ev.sizes["example"])
+    norms = [str(v) for v in ev.norm.values]
+    robust = {m: ev.robust_correct.sel(model=m).values.astype(np.float64) for m in map(str, ev.model.values)}
+    for m in map(str, ev.model.values):
+        clean = ev.clean_correct.sel(model=m).values.astype(np.float64)
+        block: dict = {"clean_accuracy": float(clean.mean()), "clean_accuracy_se": standard_error(clean)}
+        for i, norm in enumerate(norms):
+            suffix = "" if norm == "l2" else "_linf"
+            block[f"robust_accuracy{suffix}"] = float(robust[m][i].mean())
+            block[f"robust_accuracy{suffix}_se"] = standard_error(robust[m][i])
+        if "l2" in norms:
+            each = ev.cheap_correct.sel(model=m, norm="l2")
+            block["robust_accuracy_by_attack"] = {str(a): float(each.sel(cheap_attack=a).mean())
+                                                  for a in each.cheap_attack.values}
+        block["n_examples"] = n
+        block["evaluation"] = strength
+        out[MODEL_KEYS[m]] = block
+    p = norms.index(primary)
+    if "robust" in robust:
+        out["paired"] = {f"robust_minus_{m}": paired_difference(robust["robust"][p], robust[m][p])
+                         for m in ("threshold", "clean", "bias_only") if m in robust}
+    return out
+
+
+def attack_strength_block(ds: xr.Dataset) -> tuple[dict, list[str]]:
+    """``attack_strength`` summary and its warnings: one when the last step of effort along
+    either axis (e.g. 100 → 300 steps, 3 → 10 starts, at the largest other effort) still lowers
+    robust accuracy by more than one SE of the accuracy reached."""
+    acc = ds.accuracy.values
+    steps, starts = [int(v) for v in ds.steps.values], [int(v) for v in ds.starts.values]
+    n = int(ds.attrs["n_examples"])
+    best = float(acc[-1, -1])
+    se = _se(best, n)
+    warnings = []
+    if len(steps) > 1 and acc[-2, -1] - best > se:
+        warnings.append(f"attack not converged: {steps[-2]} -> {steps[-1]} PGD steps still lowers robust "
+                        f"accuracy by {acc[-2, -1] - best:.3f} > 1 SE ({se:.3f}); the reported robust "
+                        "accuracy may be too high")
+    if len(starts) > 1 and acc[-1, -2] - best > se:
+        warnings.append(f"attack not converged: {starts[-2]} -> {starts[-1]} starts still lowers robust "
+                        f"accuracy by {acc[-1, -2] - best:.3f} > 1 SE ({se:.3f}); the reported robust "
+                        "accuracy may be too high")
+    block = {"steps": steps, "starts": starts, "accuracy": acc.tolist(), "n_examples": n,
+             "converged": not warnings}
+    return block, warnings
+
+
 def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
     """Summary of the run at ``run`` (see the module docstring for its fields).
 
@@ -100,6 +172,20 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         W_robust = snaps.W.sel(step=final).values
         summary["relative_weight_change"] = relative_change(W_clean, W_robust)
         summary["median_theta_clean_robust"] = float(np.median(cosines(W_clean, W_robust)))
+        # Purification in direction vs in norm (Allen-Zhu & Li Thm 5.2/5.3): purify.analysis.alignment.
+        problem = S.open_run(run, "problem")
+        summary["purification"] = purification_summary(
+            W_clean, snaps.b.sel(step=tc).values, W_robust, snaps.b.sel(step=final).values,
+            problem.M.values, problem.w_star.values, config.data.k, config.train.adv_norm)
+    if S.has_group(run, "evaluation"):  # the end-of-phase evaluation (purify.final_evaluation)
+        primary = "l2" if "l2" in root.norm.values else "linf"
+        summary["norm"] = primary
+        summary.update(evaluation_blocks(S.load_run(run, "evaluation"), primary))
+        if S.has_group(run, "threshold"):
+            summary["threshold_model"]["r"] = float(S.open_run(run, "threshold").attrs["selected_r"])
+        summary["warnings"] = []
+        if S.has_group(run, "attack_strength"):
+            summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, "attack_strength"))
     return summary
 
 
@@ -111,19 +197,34 @@ def format_summary(summary: dict) -> str:
         robust_header = f"robust acc (linf, tau={summary['tau_linf']:.4g})"
         robust_key = "robust_accuracy_linf"
     rows = [("", "clean acc", robust_header, "dense-only acc")]
+    threshold = summary.get("threshold_model") or {}
     labels = {"clean_model": "clean model", "bias_only_model": "  + adv. biases only",
+              "threshold_model": f"threshold model (r={threshold.get('r', float('nan')):.1f})",
               "robust_model": "robust model", "ideal_model": "ideal model"}
     for name, label in labels.items():
         block = summary.get(name)
         if not block:
             continue
         dense = block.get("robust_accuracy_by_attack", {}).get("dense")
-        rows.append((label, f"{block['clean_accuracy']:.3f}",
-                     f"{block.get(robust_key, float('nan')):.3f}",
-                     "-" if dense is None else f"{dense:.3f}"))
+        robust = f"{block.get(robust_key, float('nan')):.3f}"
+        if block.get(f"{robust_key}_se") is not None:
+            robust += f" ± {block[f'{robust_key}_se']:.3f}"
+        rows.append((label, f"{block['clean_accuracy']:.3f}", robust, "-" if dense is None else f"{dense:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    block = summary.get("robust_model") or summary.get("clean_model") or {}
+    if block.get("evaluation"):
+        lines.append(f"robust accuracy: {block['evaluation']} attack cascade on {block['n_examples']} held-out "
+                     "examples (± 1 SE)")
+    for name, diff in (summary.get("paired") or {}).items():
+        lines.append(f"paired {name.replace('_', ' ')}: {diff['value']:+.3f} ± {diff['se']:.3f}")
     if summary.get("relative_weight_change") is not None:
         lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary['relative_weight_change']:.3f}")
         lines.append(f"median theta(w_i, w'_i): {summary['median_theta_clean_robust']:.3f}")
+    if summary.get("purification"):
+        p = summary["purification"]
+        lines.append(f"dense alignment {p['dense_alignment_clean']:.3f} -> {p['dense_alignment_robust']:.3f} "
+                     f"({-p['dense_alignment_reduction']:+.0%}), effective r {p['effective_r_clean']:.2f} -> "
+                     f"{p['effective_r_robust']:.2f}, norm share {p['norm_share_of_change']:.2f}")
+    lines.extend(f"warning: {w}" for w in summary.get("warnings") or ())
     return "\n".join(lines)

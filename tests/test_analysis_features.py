@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from purify import store as S
-from purify.analysis import lottery, mixture, perturbations, purification
+from purify.analysis import alignment, lottery, mixture, perturbations, purification
 from purify.analysis.rundata import RunData
 from purify.config import DataConfig, EvalConfig, NetConfig, RunConfig, TrainConfig
 from purify.simulate import simulate
-from purify.summary import summarize
+from purify.summary import format_summary, summarize
 
 D_IN, K, WIDTH = 24, 3, 48
 
@@ -214,6 +214,34 @@ def test_mixture_recovers_pure_plus_dense(run):
     assert float(ds.dense_to_pure_robust) < float(ds.dense_to_pure_clean)
 
 
+def test_mixture_dense_alignment_over_training(run):
+    """``dense_alignment(step, neuron)`` is alignment.dense_alignment of every snapshot; on
+    ``w_i = α M_j + ε M w*`` it is ``s_i ε (D−1)/(√D ‖w_i‖)`` with ``s_i = sign(w*_j)`` (the top
+    coefficient ``α + ε w*_j > 0`` is oriented along ``w*``: where ``w*_j = −1`` the dense part
+    points against the neuron's own feature), and its per-step median follows ε down."""
+    data = RunData.open(run)
+    M, w_star = data.M.astype(np.float64), data.w_star.astype(np.float64)
+    steps = [int(s) for s in data.steps]
+    ic = steps.index(data.clean_end)
+    atoms = np.arange(WIDTH) % D_IN
+    epsilons = np.where(np.arange(len(steps)) <= ic, 0.05, 0.02)
+    for s in range(len(steps)):
+        write_step(run, s, W=structured(M, w_star, atoms, 1.0, epsilons[s]))
+    data = RunData.open(run)
+    ds = mixture.compute(data)
+    for s, step in enumerate(steps):
+        W = data.W(step).astype(np.float64)
+        np.testing.assert_allclose(ds.dense_alignment.values[s], alignment.dense_alignment(W, M, w_star, K),
+                                   rtol=1e-12)
+        ep = epsilons[s]
+        norm = np.sqrt((1 + ep * w_star[atoms]) ** 2 + ep**2 * (D_IN - 1))
+        hand = np.sign(w_star[atoms]) * ep * (D_IN - 1) / (math.sqrt(D_IN) * norm)
+        np.testing.assert_allclose(ds.dense_alignment.values[s], hand, rtol=1e-5)
+        assert float(ds.median_dense_alignment[s]) == pytest.approx(np.median(hand), rel=1e-5)
+    assert float(ds.dense_alignment_clean) == pytest.approx(float(ds.median_dense_alignment[ic]))
+    assert float(ds.dense_alignment_robust) < float(ds.dense_alignment_clean)
+
+
 def test_mixture_pure_set_rule():
     rng = np.random.default_rng(0)
     C = rng.uniform(-0.05, 0.05, (4, 30))
@@ -301,18 +329,45 @@ def test_theta_values_and_pairs_brute_force(base_run):
     np.testing.assert_array_equal(few.pair_j.values, again.pair_j.values)
 
 
+def bias_only_accuracies(data: RunData) -> dict[str, float]:
+    """FGM / dense accuracy at ``τ`` on the first ``n_eval`` held-out examples of the bias-only
+    network built by hand: the clean weights, their biases raised to the training radius's floor
+    (``b_i ≥ τ ‖w_i‖₂``) as adversarial training does when it begins."""
+    import torch
+
+    from purify import rng
+    from purify.evaluate import evaluate
+    from purify.learners.symmetric import SymmetricReLUNet
+    from purify.schedules import radius_floor
+    from purify.simulate import make_attacks
+
+    cfg = data.config
+    snap = data.snapshots.sel(step=data.clean_end)
+    W = torch.from_numpy(data.W(data.clean_end))
+    b, s = radius_floor(W, torch.from_numpy(snap.b.values), torch.from_numpy(snap.sigma_rho.values),
+                        cfg.train.adv_tau, "l2")
+    np.testing.assert_allclose(b.numpy(), data.snapshots.b.sel(step=data.final).values, rtol=1e-6)
+    ev = dataclasses.replace(cfg.eval, norms=("l2",), radii=(1.0,))
+    attacks = make_attacks(dataclasses.replace(cfg, eval=ev), data.problem)["l2"]
+    n = ev.n_eval
+    with torch.no_grad():
+        e = evaluate(SymmetricReLUNet(W, b, s), data.test.x[:n], data.test.y[:n], attacks={"l2": attacks},
+                     taus={"l2": ev.taus("l2")}, generator=rng.generator(int(cfg.seed), "analysis/purification"))
+    return {name: float(e.robust["l2"][a, 0]) for a, name in enumerate(attacks)}
+
+
 def test_control_matches_the_runs_own_deterministic_evaluations(base_run, tmp_path):
     """FGM and the dense attack are deterministic: the control's variants must reproduce the
     accuracies the run itself measured on the same examples with the same biases.  Under the
     default ``adv_bias = "radius"`` the ``clean`` variant (clean weights, final biases) is the
-    run's bias-only control; with ``adv_bias = "clean"`` it is the stored clean model."""
+    bias-only control (rebuilt by hand); with ``adv_bias = "clean"`` it is the stored clean model."""
     data = RunData.open(base_run)
     ds = purification.compute(data)
     assert not bool(ds.biases_frozen)  # raised to the radius floor when adversarial training began
     stored = data.root.robust_accuracy.sel(norm="l2")
     radii = ds.radius.values  # the control's grid (default: radius 1 only)
     assert radii.tolist() == [1.0]
-    bias_only = summarize(base_run)["bias_only_model"]["robust_accuracy_by_attack"]
+    bias_only = bias_only_accuracies(data)
     for attack in ("fgm", "dense"):
         assert float(ds.control_robust_accuracy.sel(variant="clean", attack=attack, radius=1.0)) == \
             pytest.approx(bias_only[attack], abs=1e-6)
@@ -361,6 +416,82 @@ def test_control_pure_norm_change_has_no_direction_gain(run):
     for attack in ("fgm", "dense"):
         np.testing.assert_array_equal(one.control_robust_accuracy.sel(attack=attack, radius=1.0),
                                       ds.control_robust_accuracy.sel(attack=attack, radius=1.0))
+
+
+def test_surgery_reproduces_the_stored_models_and_the_control(base_run):
+    """FGM and the dense attack are deterministic: the unmodified variants under their own
+    biases are the run's stored clean and robust models, the clean weights under the robust
+    biases are the control's ``clean`` variant; every variant's accuracy ≤ its clean accuracy."""
+    data = RunData.open(base_run)
+    ds = purification.compute(data)
+    stored = data.root.robust_accuracy.sel(norm="l2", radius=1.0)
+    for attack in ("fgm", "dense"):
+        acc = ds.surgery_robust_accuracy.sel(attack=attack)
+        assert float(acc.sel(surgery="clean", biases="clean")) == pytest.approx(
+            float(stored.sel(step=data.clean_end, attack=attack)), abs=1e-6)
+        assert float(acc.sel(surgery="robust", biases="robust")) == pytest.approx(
+            float(stored.sel(step=data.final, attack=attack)), abs=1e-6)
+        assert float(acc.sel(surgery="clean", biases="robust")) == pytest.approx(
+            float(ds.control_robust_accuracy.sel(variant="clean", attack=attack, radius=1.0)), abs=1e-6)
+    assert float(ds.surgery_clean_accuracy.sel(surgery="clean", biases="clean")) == pytest.approx(
+        float(data.root.clean_accuracy.sel(step=data.clean_end)), abs=0.02)  # n_eval vs the run's own set
+    assert (ds.surgery_accuracy.values <= ds.surgery_clean_accuracy.values + 1e-9).all()
+    assert ds.surgery.values.tolist() == list(alignment.SURGERY) and ds.biases.values.tolist() == ["clean", "robust"]
+
+
+def test_surgery_on_planted_weights(run):
+    """With ``w_i = α M_j + ε M w*`` the pure variant is ``(α + ε w*_j) M_j``, evaluated under the
+    clean biases: the same accuracies as the network built by hand and attacked directly."""
+    import torch
+
+    from purify import rng
+    from purify.evaluate import evaluate
+    from purify.simulate import make_attacks
+
+    data = RunData.open(run)
+    M, w_star = data.M.astype(np.float64), data.w_star.astype(np.float64)
+    steps = [int(s) for s in data.steps]
+    ic = steps.index(data.clean_end)
+    atoms = np.arange(WIDTH) % D_IN
+    write_step(run, ic, W=structured(M, w_star, atoms, 1.0, 0.05))
+    write_step(run, len(steps) - 1, W=structured(M, w_star, atoms, 0.8, 0.01))
+    data = RunData.open(run)
+    ds = purification.compute(data, control=False)
+    pure = ((1.0 + 0.05 * w_star[atoms])[:, None] * M[:, atoms].T).astype(np.float32)  # c_ij on N_i = {j}
+    cfg = dataclasses.replace(data.config, eval=dataclasses.replace(data.config.eval, norms=("l2",), radii=(1.0,)))
+    attacks = make_attacks(cfg, data.problem)["l2"]
+    n = cfg.eval.n_eval
+    with torch.no_grad():
+        e = evaluate(data.network(data.clean_end, W=pure), data.test.x[:n], data.test.y[:n],
+                     attacks={"l2": attacks}, taus={"l2": cfg.eval.taus("l2")},
+                     generator=rng.generator(int(cfg.seed), "analysis/purification"))
+    got = ds.sel(surgery="clean_pure", biases="clean")
+    assert float(got.surgery_accuracy) == pytest.approx(float(e.strongest["l2"][0]), abs=1e-6)
+    assert float(got.surgery_clean_accuracy) == pytest.approx(e.clean, abs=1e-6)
+    # pure atoms are what a dense attack cannot move much: the pure part is at least as robust
+    # to it as the clean neurons with their dense M w* part
+    dense = ds.surgery_robust_accuracy.sel(attack="dense", biases="clean")
+    assert float(dense.sel(surgery="clean_pure")) >= float(dense.sel(surgery="clean"))
+
+
+def test_summary_reports_purification(base_run):
+    data = RunData.open(base_run)
+    summary = summarize(base_run)
+    got = summary["purification"]
+    snaps = data.snapshots
+    want = alignment.purification_summary(
+        data.W(data.clean_end), snaps.b.sel(step=data.clean_end).values, data.W(data.final),
+        snaps.b.sel(step=data.final).values, data.M, data.w_star, K, "l2")
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, nan_ok=True), key
+    mix = mixture.compute(data)  # the same neurons, the same N_i rule, the same medians
+    assert got["dense_alignment_clean"] == pytest.approx(float(mix.dense_alignment_clean), rel=1e-9)
+    assert got["dense_alignment_robust"] == pytest.approx(float(mix.dense_alignment_robust), rel=1e-9)
+    # the raised biases of adversarial training (adv_bias = "radius") raise the effective threshold
+    assert got["effective_r_robust"] > got["effective_r_clean"]
+    line = [ln for ln in format_summary(summary).splitlines() if ln.startswith("dense alignment")]
+    assert len(line) == 1 and "effective r" in line[0] and "norm share" in line[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Tests of purify.attacks: budgets, closed forms on a linear model, PGD's best-iterate tracking."""
+"""Tests of purify.attacks and purify.structured_attacks: budgets, closed forms on a linear
+model, PGD's best-iterate tracking, the shrink attack on a pure network, transfer.
+
+Convergence of the converged attack and its effort table: tests/test_attack_convergence.py.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,21 @@ from fixtures import LinearModel, gen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from purify.attacks import ATTACKS, FGM, NORMS, PGD, DenseAttack, NoiseAttack, Norm, make_attack
+from purify.attacks import (
+    ALL_ATTACKS,
+    ATTACKS,
+    FGM,
+    NORMS,
+    PGD,
+    SCHEDULES,
+    ConvergedPGD,
+    DenseAttack,
+    NoiseAttack,
+    Norm,
+    make_attack,
+)
 from purify.learners import SymmetricReLUNet
+from purify.structured_attacks import Shrink, Transfer, smoother_copy
 
 F64 = torch.float64
 
@@ -77,7 +94,7 @@ def test_nonpositive_radius_raises(name, tau):
 def test_make_attack_unknown_name_names_the_allowed_ones():
     with pytest.raises(ValueError) as e:
         make_attack("cw", "l2")
-    for name in ATTACKS:
+    for name in ALL_ATTACKS:
         assert name in str(e.value)
 
 
@@ -300,3 +317,138 @@ def test_noise_attack_has_exact_norm_and_random_direction(norm):
     # a different generator gives different noise
     other = NoiseAttack(norm)(LinearModel(torch.ones(d, dtype=F64)), x, y, tau, generator=gen(23))
     assert not torch.equal(delta, other)
+
+
+# ---------------------------------------------------------------------------- strong attacks
+
+
+def problem_tensors(d: int, D: int, seed: int):
+    g = gen(seed)
+    M = torch.randn(d, D, generator=g, dtype=F64)
+    M = M / M.norm(dim=0, keepdim=True)
+    w_star = torch.where(torch.rand(D, generator=g, dtype=F64) < 0.5, 1.0, -1.0).to(F64)
+    return M, w_star
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(
+    kind=st.sampled_from(("converged_pgd", "shrink", "transfer")),
+    norm=st.sampled_from(NORMS),
+    schedule=st.sampled_from(SCHEDULES),
+    tau=st.floats(1e-6, 1e3),
+    n=st.integers(1, 6),
+    d=st.integers(1, 25),
+    D=st.integers(1, 30),
+    m=st.integers(1, 12),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_strong_attacks_respect_the_budget(kind, norm, schedule, tau, n, d, D, m, seed):
+    net = random_net(d, m, seed)
+    x, y = data(n, d, seed + 1)
+    M, w_star = problem_tensors(d, D, seed + 3)
+    if kind == "converged_pgd":
+        attack = ConvergedPGD(norm, steps=(3, 5), dense_direction=M @ w_star, schedule=schedule)
+    elif kind == "shrink":
+        attack = Shrink(norm, M, w_star, polish_steps=3, schedule=schedule)
+    else:
+        attack = Transfer(norm, smoother_copy(net, 3.0), ConvergedPGD(norm, steps=3, starts=("random",)))
+    delta = attack(net, x, y, tau, generator=gen(seed + 2))
+    assert delta.shape == x.shape and delta.dtype == x.dtype
+    assert bool(torch.isfinite(delta).all())
+    assert bool((pnorm(norm, delta) <= tau * (1 + 1e-6)).all())
+    if kind == "shrink":  # the candidates themselves are inside the ball
+        assert bool((pnorm(norm, attack.candidates(x, y, tau).flatten(0, 1)) <= tau * (1 + 1e-9)).all())
+
+
+def test_make_attack_builds_the_strong_attacks_and_checks_their_inputs():
+    M, w_star = problem_tensors(6, 6, 0)
+    a = make_attack("converged_pgd", "linf", dense_direction=M @ w_star, steps=7, starts=("zero", "dense"),
+                    rel_step=0.5, schedule="apgd")
+    assert isinstance(a, ConvergedPGD) and a.steps == (7,) and a.starts == ("zero", "dense")
+    assert a.rel_step == 0.5 and a.schedule == "apgd" and a.norm.name == "linf"
+    assert isinstance(make_attack("shrink", "l2", dictionary=M, teacher=w_star), Shrink)
+    assert isinstance(make_attack("pgd", "l2", pgd_steps=3), PGD)  # the old keywords still work
+    with pytest.raises(ValueError, match="dictionary"):
+        make_attack("shrink", "l2", dictionary=M)
+    with pytest.raises(ValueError, match="dense"):
+        make_attack("converged_pgd", "l2")  # the default starts include the dense direction
+    with pytest.raises(ValueError, match="starts"):
+        ConvergedPGD("l2", starts=("zero", "corner"))
+    with pytest.raises(ValueError, match="schedule"):
+        ConvergedPGD("l2", starts=("zero",), schedule="linear")
+    with pytest.raises(ValueError, match="steps"):
+        ConvergedPGD("l2", starts=("zero",), steps=(10, 0))
+    with pytest.raises(ValueError, match="D"):
+        Shrink("l2", M, w_star[:3])
+
+
+def test_transfer_crafts_on_the_source_and_ignores_the_target():
+    net = random_net(8, 10, 30)
+    source = smoother_copy(net, 3.0)
+    torch.testing.assert_close(source.sigma_rho, 3 * net.sigma_rho)
+    assert source.W is net.W and source.b is net.b
+    x, y = data(20, 8, 31)
+    inner = PGD("l2", steps=5)
+    delta = Transfer("l2", source, inner)(net, x, y, 0.4, generator=gen(1))
+    assert torch.equal(delta, inner(source, x, y, 0.4, generator=gen(1)))
+    other = Transfer("l2", source, inner)(LinearModel(torch.ones(8, dtype=F64)), x, y, 0.4, generator=gen(1))
+    assert torch.equal(delta, other)
+    assert not torch.equal(delta, inner(net, x, y, 0.4, generator=gen(1)))  # the source matters
+    active = torch.arange(20) % 3 == 0  # a mask reaches the inner attack
+    masked = Transfer("l2", source, inner)(net, x, y, 0.4, generator=gen(1), active=active)
+    assert torch.equal(masked, inner(source, x, y, 0.4, generator=gen(1), active=active))
+    assert bool((masked[~active] == 0).all()) and bool((masked[active] != 0).any())
+    with pytest.raises(ValueError, match="linf"):
+        Transfer("linf", source, inner)
+
+
+def pure_network(D: int, seed: int, threshold: float):
+    """Neurons ``w_j = sign(w*_j) M_j`` of an orthogonal ``M`` with bias ``threshold``, σ_ρ ≈ 0.
+
+    ``f(x) = Σ_j sign(w*_j) ST(c_j)`` with ``c = Mᵀx`` and the soft threshold
+    ``ST(c) = sign(c) max(|c| − b, 0)``: each neuron reads one pure feature.
+    """
+    M = torch.linalg.qr(torch.randn(D, D, generator=gen(seed), dtype=F64))[0]
+    w_star = torch.where(torch.rand(D, generator=gen(seed + 1), dtype=F64) < 0.5, 1.0, -1.0).to(F64)
+    net = SymmetricReLUNet(w_star[:, None] * M.T, torch.full((D,), threshold, dtype=F64),
+                           torch.full((D,), 1e-7, dtype=F64))
+    return net, M, w_star
+
+
+def test_shrink_breaks_exactly_the_examples_a_hand_computation_says():
+    # b = 0.5, τ = 0.4 (ℓ₂).  Every example has a contrary atom l with y w*_l c_l = −0.7 (it
+    # contributes −0.2 to the margin).  "one a": one label atom with y w*_j c_j = a, margin
+    # (a − 0.5) − 0.2; shrinking it by τ gives (a − τ − 0.5)₊ − 0.2 < 0 iff a < 0.7 + τ = 1.1.
+    # "two a": two label atoms at a, margin 2(a − 0.5) − 0.2; one atom shrunk by τ leaves
+    # (a − 0.9)₊ + (a − 0.5) − 0.2, two by τ/√2 each leave 2(a − 0.5 − τ/√2)₊ − 0.2:
+    # a = 0.8 → 0.1 (survives) and −0.166 (broken); a = 0.95 → 0.3 and 0.134 (both survive).
+    D, tau = 8, 0.4
+    net, M, w_star = pure_network(D, 40, 0.5)
+    cases = [(0.9,), (1.0,), (1.05,), (1.15,), (1.3,), (0.8, 0.8), (0.95, 0.95)]
+    y = torch.tensor([1.0, -1.0] * 4, dtype=F64)[: len(cases)]
+    z = torch.zeros(len(cases), D, dtype=F64)
+    for i, values in enumerate(cases):
+        for j, a in zip((0, 2), values, strict=False):
+            z[i, j] = a * y[i] * w_star[j]
+        z[i, 1] = -0.7 * y[i] * w_star[1]
+    x = z @ M.T
+    clean = y * net(x)
+    assert bool((clean > 0.19).all())  # all correct with room: no tie decides a case
+
+    def broken(**kw):
+        attack = Shrink("l2", M, w_star, **kw)
+        return (y * net(x + attack(net, x, y, tau, generator=gen(0))) < 0).tolist()
+
+    one_atom = [True, True, True, False, False, False, False]
+    by_hand = [True, True, True, False, False, True, False]
+    assert broken(atoms=(1,), with_dense=False, polish_steps=0) == one_atom
+    assert broken(atoms=(1, 2, 3, 5), with_dense=False, polish_steps=0) == by_hand
+    # more candidates and the polish only add broken examples
+    full = broken()
+    assert all(f or not h for f, h in zip(full, by_hand, strict=True))
+    # FGM moves every active coordinate at once, the contrary one included (growing it):
+    # τ/√2 per atom for "one a" (margin a − 0.7 − √2τ < 0 iff a < 1.266), τ/√3 for "two a"
+    # (2a − 1.2 − √3τ: −0.29 at 0.8, +0.007 at 0.95).  On this net it is the stronger one,
+    # which is why shrink is an addition to the gradient attacks, not a replacement.
+    fgm = (y * net(x + FGM("l2")(net, x, y, tau, generator=gen(0))) < 0).tolist()
+    assert fgm == [True, True, True, True, False, True, False]

@@ -11,7 +11,14 @@ from fixtures import LinearModel, gen
 
 from purify.attacks import FGM, PGD, DenseAttack, NoiseAttack
 from purify.data import SparseCodingProblem, make_dictionary, make_teacher
-from purify.evaluate import accuracy, evaluate, robust_correct
+from purify.evaluate import (
+    accuracy,
+    cascade,
+    evaluate,
+    paired_difference,
+    robust_correct,
+    standard_error,
+)
 from purify.learners.ideal import IdealRobustModel
 
 F64 = torch.float64
@@ -157,3 +164,104 @@ def test_ideal_model_end_to_end_closed_forms():
     np.testing.assert_array_equal(counts(ev.robust["l2"][0], n), counts(dense, n))
     np.testing.assert_array_equal(counts(ev.robust["l2"][1], n), counts(fgm, n))
     assert fgm[-1] < dense[-1] < 1.0  # the model-aware attack is the stronger one here
+
+
+# --------------------------------------------------------------------------------------
+# The end-of-phase cascade, standard errors, paired differences
+# --------------------------------------------------------------------------------------
+
+
+def small_symmetric_net(d=12, m=24, seed=11):
+    from purify.learners.symmetric import SymmetricReLUNet
+
+    g = gen(seed)
+    W = torch.randn(m, d, generator=g, dtype=F64) / math.sqrt(d)
+    b = 0.3 * W.norm(dim=1)
+    return SymmetricReLUNet(W, b, 0.05 * b)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_cascade_is_per_example_no_better_than_any_of_its_attacks(norm):
+    net = small_symmetric_net()
+    g = gen(12)
+    x = torch.randn(300, 12, generator=g, dtype=F64)
+    y = torch.where(torch.randn(300, generator=g, dtype=F64) >= 0, 1.0, -1.0).to(F64)
+    y = torch.where(torch.rand(300, generator=g, dtype=F64) < 0.8, torch.sign(net.forward(x) + 1e-12), y)
+    tau = 0.6 if norm == "l2" else 0.2
+    attacks = [FGM(norm), PGD(norm, steps=5), DenseAttack(norm, torch.ones(12, dtype=F64)), NoiseAttack(norm)]
+    res = cascade(net, x, y, tau, attacks, generators=[gen(20 + a) for a in range(4)], attack_all=2)
+    alone = [robust_correct(net, x, y, a, tau, generator=gen(20 + i)).numpy() & res.clean_correct
+             for i, a in enumerate(attacks)]
+    # the first two ran on every example (one chunk) with the same draws: their outcomes are exact
+    np.testing.assert_array_equal(res.each_correct, np.stack(alone[:2]))
+    for ok in alone[:3]:  # per example: robust in the cascade ⇒ robust under each attack alone
+        # (FGM and dense are deterministic, PGD ran on all with the same draws; noise on the
+        # survivors only draws differently from noise on all examples, so it is left out)
+        assert not (res.robust_correct & ~ok).any()
+    assert (res.robust_correct == (res.clean_correct & (res.broken_by == -1))).all()
+    broken = res.broken_by[res.broken_by >= 0]
+    assert broken.size and broken.max() < len(attacks) and res.n_attacks == len(attacks)
+    assert 0 < res.robust_correct.mean() < res.clean_correct.mean()  # informative fixture
+    # deterministic attacks: the example each one breaks first is where it breaks, not earlier
+    first = res.broken_by == 0
+    np.testing.assert_array_equal(first, res.clean_correct & ~alone[0])
+    # continuing a prior cascade gives the concatenated cascade
+    head = cascade(net, x, y, tau, attacks[:2], generators=[gen(20), gen(21)], attack_all=2)
+    tail = cascade(net, x, y, tau, attacks[2:], generators=[gen(22), gen(23)], prior=head)
+    np.testing.assert_array_equal(tail.broken_by, res.broken_by)
+    np.testing.assert_array_equal(tail.robust_correct, res.robust_correct)
+
+
+def test_cascade_paired_draws_do_not_depend_on_the_model():
+    # the noise attack on every example (attack_all): the same generator seed gives the same
+    # perturbation per example for two models, so outcomes differ only through the models
+    model, x, y, w = linear_setup(n=200, seed=8)
+    other = LinearModel(w + 0.3 * torch.randn(w.shape, generator=gen(9), dtype=F64))
+    tau = 3.0
+    a = cascade(model, x, y, tau, [NoiseAttack("l2")], generators=[gen(5)], attack_all=1, chunk=64)
+    b = cascade(other, x, y, tau, [NoiseAttack("l2")], generators=[gen(5)], attack_all=1, chunk=64)
+    delta = NoiseAttack("l2")(model, x[:64], y[:64], tau, generator=gen(5))  # the first chunk's draw
+    for res, f in ((a, model), (b, other)):
+        expected = (torch.where(f.forward(x[:64] + delta) >= 0, 1.0, -1.0) == y[:64]).numpy()
+        np.testing.assert_array_equal(res.each_correct[0, :64], expected & res.clean_correct[:64])
+
+
+def test_standard_error_and_paired_difference_against_numpy():
+    a = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=float)
+    b = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 1], dtype=float)
+    assert standard_error(a) == pytest.approx(np.std(a, ddof=1) / np.sqrt(10))
+    p = a.mean()
+    assert standard_error(a) == pytest.approx(math.sqrt(p * (1 - p) / 9))  # the binomial form
+    d = paired_difference(a, b)
+    assert d["value"] == pytest.approx(0.3)
+    assert d["se"] == pytest.approx(np.std(a - b, ddof=1) / np.sqrt(10))
+    # pairing helps when the models fail together: smaller than the unpaired SE
+    assert d["se"] < math.sqrt(standard_error(a) ** 2 + standard_error(b) ** 2)
+    assert paired_difference(a, a) == {"value": 0.0, "se": 0.0}
+    assert math.isnan(standard_error(np.array([1.0])))
+    with pytest.raises(ValueError):
+        paired_difference(a, b[:5])
+
+
+def test_survivor_attacks_give_a_row_the_same_draws_whichever_rows_survive():
+    """Pairing through the survivors: ConvergedPGD draws its random starts for every row of a
+    masked call, so an example's outcome does not depend on which other examples survived."""
+    from dataclasses import replace
+
+    from purify.attacks import ConvergedPGD
+
+    net = small_symmetric_net(seed=13)
+    g = gen(14)
+    x = torch.randn(200, 12, generator=g, dtype=F64)
+    y = torch.where(net.forward(x) >= 0, 1.0, -1.0).to(F64)
+    cheap = cascade(net, x, y, 0.5, [NoiseAttack("l2")], generators=[gen(0)], attack_all=1, chunk=64)
+    drop = np.zeros(200, dtype=bool)
+    drop[::3] = True  # another model would have lost these to the cheap attacks
+    fewer = replace(cheap, robust_correct=cheap.robust_correct & ~drop,
+                    broken_by=np.where(cheap.robust_correct & drop, 0, cheap.broken_by))
+    attack = ConvergedPGD("l2", steps=8, starts=("random", "random"))
+    a = cascade(net, x, y, 0.5, [attack], generators=[gen(1)], prior=cheap, chunk=64)
+    b = cascade(net, x, y, 0.5, [attack], generators=[gen(1)], prior=fewer, chunk=64)
+    both = fewer.robust_correct
+    assert both.sum() > 20 and (a.robust_correct[both] != cheap.robust_correct[both]).any()  # informative
+    np.testing.assert_array_equal(a.robust_correct[both], b.robust_correct[both])

@@ -423,8 +423,7 @@ def analyzed_run(tiny_run, tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def expected_figures(run: Path) -> list[str]:
-    have = done(run)
-    return [n for n in plots.FIGURES if plots.NEEDS.get(n) in (None, *have)]
+    return [n for n, why in plots.plan(run).items() if why is None]
 
 
 def check_png(path: Path) -> None:
@@ -469,12 +468,12 @@ def test_run_without_analyses_gets_the_training_figures_in_png_and_pdf(tiny_run,
     shutil.copytree(tiny_run, run)
     assert done(run) == []
     plan = plots.plan(run)
-    assert [n for n, why in plan.items() if why is None] == ["training_curves", "robust_vs_tau",
-                                                             "coefficient_heatmap"]
+    # the training record, and the end-of-phase evaluation groups written at completion
+    drawable = ["training_curves", "robust_vs_tau", "coefficient_heatmap", "threshold_frontier", "attack_strength"]
+    assert [n for n, why in plan.items() if why is None] == drawable
     assert "purify analyze" in plan["lottery_trajectories"]
     paths = plots.plot_run(run, formats=("png", "pdf"))
-    assert [p.name for p in paths] == ["training_curves.png", "training_curves.pdf", "robust_vs_tau.png",
-                                       "robust_vs_tau.pdf", "coefficient_heatmap.png", "coefficient_heatmap.pdf"]
+    assert [p.name for p in paths] == [f"{n}.{fmt}" for n in drawable for fmt in ("png", "pdf")]
     for p in paths:
         if p.suffix == ".png":
             check_png(p)

@@ -32,12 +32,13 @@ TINY = [
     "--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",
     "--n-test", "200", "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3",
     "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet", "--no-analysis",
+    "--eval-attack", "fast",
 ]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-GROUPS = ("", "snapshots", "problem")
+GROUPS = ("", "snapshots", "problem", "evaluation", "threshold")  # + attack_strength above fast
 VERSION_ATTRS = ("purify_version", "python_version", "torch_version", "numpy_version", "xarray_version",
                  "zarr_version", "sklearn_version")
-VOLATILE_ATTRS = ("elapsed_seconds",)  # wall time of the last session: legitimately differs
+VOLATILE_ATTRS = ("elapsed_seconds", "final_evaluation_seconds")  # wall time of the last session: legitimately differs
 
 
 # --------------------------------------------------------------------------------------
@@ -100,10 +101,10 @@ def all_groups(run: Path) -> list[str]:
     return sorted(groups)
 
 
-def assert_same_store(a: Path, b: Path) -> None:
+def assert_same_store(a: Path, b: Path, groups=GROUPS) -> None:
     """Every group identical: values bit for bit, coordinates, attributes (but wall time)."""
-    assert all_groups(a) == all_groups(b) == sorted(GROUPS)
-    for group in GROUPS:
+    assert all_groups(a) == all_groups(b) == sorted(groups)
+    for group in groups:
         x, y = S.load_run(a, group), S.load_run(b, group)
         if not group:
             x.attrs = {k: v for k, v in x.attrs.items() if k not in VOLATILE_ATTRS}
@@ -307,7 +308,7 @@ def test_resume_after_sigkill_is_bitwise_identical(reference, ref_config, tmp_pa
     assert 0 <= attrs["completed_step"] < tl.total
 
     # the killed run's store opens, and `purify info` reports on it
-    for group in GROUPS:
+    for group in ("", "snapshots", "problem"):  # the evaluation groups come at completion
         S.open_run(run, group)
     code, stdout, err = run_main("info", run)
     assert code == 0, err
@@ -405,6 +406,122 @@ def test_stop_and_resume_with_noisy_activation_and_pgd_training(tmp_path, monkey
         run = tmp_path / f"resumed{i}"
         _stopped_then_resumed(monkeypatch, run, step, signal.SIGINT, *options)
         assert_same_store(tmp_path / "full", run)
+
+
+# --------------------------------------------------------------------------------------
+# The end-of-phase evaluation at strength "standard"
+# --------------------------------------------------------------------------------------
+
+STANDARD = [*TINY[:-2], "--eval-attack", "standard", "--seed", "0"]
+STANDARD_GROUPS = (*GROUPS, "attack_strength")
+
+
+@pytest.fixture(scope="module")
+def standard(tmp_path_factory, ref_config) -> Path:
+    run = tmp_path_factory.mktemp("simulate") / "standard"
+    simulate_ok(run, *STANDARD)
+    return run
+
+
+def test_eval_attack_bad_value_is_one_line_exit_2(tmp_path):
+    code, stdout, err = run_main("simulate", *TINY, "--eval-attack", "strongest", "--out", tmp_path / "x")
+    assert code == 2 and stdout == ""
+    assert err == "purify: error: invalid eval-attack='strongest': allowed: fast, standard, strong\n"
+    assert not (tmp_path / "x").exists()
+
+
+def test_strength_leaves_the_per_step_arrays_unchanged(reference, standard):
+    """The per-step evaluation is the fast one whatever the strength: the same bits as the fast
+    reference, and so are the weights; only the end-of-phase groups differ."""
+    for group in ("", "snapshots", "problem"):
+        a, b = S.load_run(reference, group), S.load_run(standard, group)
+        for name in a.data_vars:
+            assert a[name].values.tobytes() == b[name].values.tobytes(), (group, name)
+    root = S.load_run(standard)
+    assert root.robust_accuracy.attrs["evaluation"].startswith("fast: fgm, pgd-10, dense, noise")
+    assert S.load_run(reference, "evaluation").attrs["strength"] == "fast"
+    assert S.load_run(standard, "evaluation").attrs["strength"] == "standard"
+
+
+def test_evaluation_groups_layout_and_invariants(reference, standard, ref_config):
+    n = ref_config.data.n_test
+    for run, strength in ((reference, "fast"), (standard, "standard")):
+        ev = S.load_run(run, "evaluation")
+        assert list(ev.model.values) == ["clean", "robust", "bias_only", "threshold", "ideal"]
+        cheap = ["fgm", "pgd", "dense", "noise"]
+        assert list(ev.attack.values) == cheap + ([] if strength == "fast" else ["converged_pgd", "shrink"])
+        assert ev.sizes["example"] == n and ev.attrs["radius_multiple"] == 1.0
+        assert ev.robust_correct.dims == ("model", "norm", "example")
+        robust, clean = ev.robust_correct.values.astype(bool), ev.clean_correct.values.astype(bool)
+        broken = ev.broken_by.values
+        assert not (robust & ~clean[:, None, :]).any()  # robust ⇒ clean-correct
+        assert ((broken >= 0) == (clean[:, None, :] & ~robust)).all()  # broken ⇔ correct, not robust
+        assert broken.max() < ev.sizes["attack"]
+        # the cascade is per example at most as robust as each cheap attack alone
+        assert not (robust[:, :, None, :] & ~ev.cheap_correct.values.astype(bool)).any()
+        np.testing.assert_allclose(ev.tau.values, [ref_config.eval.tau, ref_config.eval.tau_linf])
+    fast, std = (S.load_run(r, "evaluation") for r in (reference, standard))
+    # same examples and cheap draws: the cheap stage is identical, the standard one breaks more
+    np.testing.assert_array_equal(fast.cheap_correct.values, std.cheap_correct.values)
+    np.testing.assert_array_equal(fast.clean_correct.values, std.clean_correct.values)
+    assert not (std.robust_correct.values.astype(bool) & ~fast.robust_correct.values.astype(bool)).any()
+    assert (std.broken_by.values >= 4).any()  # converged PGD or shrink broke a survivor here
+    thr = S.load_run(standard, "threshold")
+    full, fast_acc = thr.robust_accuracy.sel(norm="l2"), thr.robust_accuracy_fast.sel(norm="l2")
+    cand = [float(v) for v in thr.attrs["candidates"].split(",")]
+    r = thr.attrs["selected_r"]
+    assert r in cand and not np.isnan(thr.robust_accuracy.sel(r=r).values).any()  # every norm
+    assert np.isnan(full.drop_sel(r=cand).values).all()
+    for c in cand:  # each candidate ran, or could not have beaten the selected one
+        assert float(full.sel(r=c)) <= float(fast_acc.sel(r=c)) + 1e-12 or np.isnan(float(full.sel(r=c)))
+        assert not np.isnan(float(full.sel(r=c))) or float(fast_acc.sel(r=c)) <= float(full.sel(r=r))
+        assert np.isnan(float(full.sel(r=c))) or float(full.sel(r=c)) <= float(full.sel(r=r))
+    strength = S.load_run(standard, "attack_strength").accuracy
+    assert strength.dims == ("steps", "starts") and list(strength.steps.values) == [10, 30, 100]
+    assert (np.diff(strength.values, axis=0) <= 1e-12).all() and (np.diff(strength.values, axis=1) <= 1e-12).all()
+
+
+def test_standard_summary(standard):
+    summary = check_summary(standard)
+    for key in ("clean_model", "robust_model", "bias_only_model", "threshold_model", "ideal_model"):
+        block = summary[key]
+        assert block["evaluation"] == "standard" and block["n_examples"] == 200
+        p = block["robust_accuracy"]
+        assert block["robust_accuracy_se"] == pytest.approx(np.sqrt(p * (1 - p) / 199))
+    assert set(summary["paired"]) == {"robust_minus_threshold", "robust_minus_clean", "robust_minus_bias_only"}
+    ev = S.load_run(standard, "evaluation")
+    diff = (ev.robust_correct.sel(model="robust", norm="l2").values.astype(float)
+            - ev.robust_correct.sel(model="threshold", norm="l2").values.astype(float))
+    assert summary["paired"]["robust_minus_threshold"] == pytest.approx(
+        {"value": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(diff.size)})
+    assert summary["threshold_model"]["r"] == float(S.open_run(standard, "threshold").attrs["selected_r"])
+    assert summary["attack_strength"]["steps"] == [10, 30, 100] and isinstance(summary["warnings"], list)
+    code, stdout, err = run_main("info", standard)
+    assert code == 0, err
+    assert re.search(r"threshold model \(r=\d\.\d\)", stdout) and " ± " in stdout
+
+
+def test_stopped_standard_run_resumes_to_identical_evaluation_groups(standard, tmp_path, monkeypatch):
+    """Stopped during training, or killed during the end-of-phase evaluation: the resumed run
+    writes the same evaluation groups bit for bit (they draw from their own streams)."""
+    run = tmp_path / "resumed"
+    _stopped_then_resumed(monkeypatch, run, 50, signal.SIGINT, *STANDARD)
+    assert_same_store(standard, run, STANDARD_GROUPS)
+
+    # a run that dies inside the final evaluation is "running" with a checkpoint at the end
+    again = tmp_path / "died"
+    real = simulate_module.Simulation.final_evaluation
+
+    def die(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulate_module.Simulation, "final_evaluation", die)
+    code, _, err = run_main("simulate", *STANDARD, "--out", again)
+    assert code == 130, err
+    assert S.read_attrs(again)["status"] == "running" and not S.has_group(again, "evaluation")
+    monkeypatch.setattr(simulate_module.Simulation, "final_evaluation", real)
+    resume_ok(again)
+    assert_same_store(standard, again, STANDARD_GROUPS)
 
 
 # --------------------------------------------------------------------------------------

@@ -23,6 +23,12 @@ log scale) to the pure size than to the dense size.  At the default size (d=1000
 random init has many coordinates near its maximum and would otherwise get a huge ``N_i``; with
 the cap ``n_pure = max_pure`` flags it.
 
+**Dense alignment** (:mod:`purify.analysis.alignment`).  ``a_i = s_i <P_{¬N_i} c_i, ŵ*> / ‖w_i‖``
+with ``ŵ* = w*/‖w*‖`` and ``s_i`` the sign that makes the neuron's top coefficient agree with
+``w*``: the share of the neuron, in norm, that points along ``M w*`` outside its own pure
+coordinates — eq. (5.1)'s dense mixture measured in direction, not in size.  Stored per
+``(step, neuron)`` so its course over clean and then adversarial training can be followed.
+
 **Summaries** are medians over *active* neurons, ``‖w_i‖ ≥ min_norm_fraction · median_i ‖w_i‖``
 at that step, so a few neurons that never grew do not dominate ratios.
 """
@@ -37,6 +43,43 @@ import xarray as xr
 from purify.analysis.rundata import RunData
 
 NAME = "mixture"
+
+
+def default_pure_fraction(k: int, d: int) -> float:
+    """The default ``f = sqrt(k/d)`` of the ``N_i`` rule (module docstring)."""
+    return math.sqrt(k / d)
+
+
+def active_neurons(W: np.ndarray, min_norm_fraction: float = 0.1) -> np.ndarray:
+    """Boolean ``(m,)``: ``‖w_i‖ ≥ min_norm_fraction · median_i ‖w_i‖`` (the neurons the medians use)."""
+    norms = np.linalg.norm(W, axis=1)
+    return norms >= min_norm_fraction * np.median(norms)
+
+
+def dense_alignment_of(C: np.ndarray, w_star: np.ndarray, mask: np.ndarray, w_norm: np.ndarray) -> np.ndarray:
+    """``a_i = s_i Σ_{j∉N_i} c_ij w*_j / (‖w*‖ ‖w_i‖)`` ``(m,)`` from coefficients (module docstring).
+
+    Parameters
+    ----------
+    C : (m, D) coefficients ``c_ij = <M_j, w_i>``.
+    w_star : (D,) teacher.
+    mask : (m, D) ``j ∈ N_i`` (:func:`pure_mask`).
+    w_norm : (m,) ``‖w_i‖`` (of the weights themselves: for an over-complete dictionary it is
+        not a function of ``C``).
+
+    Returns
+    -------
+    (m,) ``a_i``; ``s_i = sign(c_{i,top} w*_top)`` at ``top = argmax_j |c_ij|`` (``+1`` on a tie
+    at 0), so the dense part is measured against the neuron's own top feature and ``a_i`` is
+    unchanged when the neuron flips sign (``−w_i`` detects the same features, voting the other
+    way).  NaN for a zero neuron.
+    """
+    m = C.shape[0]
+    top = np.abs(C).argmax(axis=1)
+    s = np.where(C[np.arange(m), top] * w_star[top] < 0, -1.0, 1.0)
+    dense_dot = np.where(mask, 0.0, C) @ w_star  # <P_{¬N_i} c_i, w*>
+    den = np.linalg.norm(w_star) * np.asarray(w_norm, np.float64)
+    return np.divide(s * dense_dot, den, out=np.full(m, np.nan), where=den > 0)
 
 
 def pure_mask(C: np.ndarray, pure_fraction: float, max_pure: int) -> np.ndarray:
@@ -143,7 +186,7 @@ def compute(
     """
     cfg = data.config
     d, k = cfg.data.d, cfg.data.k
-    f = math.sqrt(k / d) if pure_fraction is None else float(pure_fraction)
+    f = default_pure_fraction(k, d) if pure_fraction is None else float(pure_fraction)
     if not 0 < f <= 1:
         raise ValueError(f"pure_fraction must be in (0, 1], got {f}")
     if max_pure < 1:
@@ -156,6 +199,7 @@ def compute(
     m = cfg.net.width
     names = ("n_pure", "alpha_top", "pure_norm", "dense_norm", "beta_mean", "dense_cos_mwstar")
     per = {name: np.empty((len(steps), m)) for name in names}
+    align = np.empty((len(steps), m))
     active = np.empty((len(steps), m), bool)
     beta_grand = np.empty(len(steps))
     for s, step in enumerate(step_list):
@@ -165,8 +209,8 @@ def compute(
         parts = decompose(C, w_star, mask, gram=gram)
         for name in names:
             per[name][s] = parts[name]
-        norms = np.linalg.norm(W, axis=1)
-        active[s] = norms >= min_norm_fraction * np.median(norms)
+        align[s] = dense_alignment_of(C, w_star, mask, np.linalg.norm(W, axis=1))
+        active[s] = active_neurons(W, min_norm_fraction)
         # Theorem 5.2's averaged statement: (1/(mD)) Σ_i Σ_{j∉N_i} β_ij.
         beta_grand[s] = float(np.where(mask, 0.0, C / w_star[None, :]).sum() / (m * C.shape[1]))
 
@@ -194,6 +238,9 @@ def compute(
                                   {"long_name": "beta_mean / ((k/d) max_j |alpha_ij|): 1 = eq. (6.1)'s scale"}),
             "dense_cos_mwstar": (sn, per["dense_cos_mwstar"],
                                  {"long_name": "cosine (signed) of the dense part with sum_{j not in N_i} w*_j M_j"}),
+            "dense_alignment": (sn, align, {
+                "long_name": "a_i = s_i <P_{not N_i} M^T w_i, w*/||w*||> / ||w_i||, s_i orienting the top "
+                             "coefficient along w* (Thm 5.2, eq. (5.1))"}),
             "active": (sn, active, {"long_name": "neuron enters the per-step medians "
                                                        "(norm >= min_norm_fraction x median norm)"}),
             "n_active": ("step", active.sum(axis=1).astype(np.int64), {"long_name": "active neurons"}),
@@ -207,6 +254,8 @@ def compute(
                                          {"long_name": "median beta_mean_over_kd over active neurons"}),
             "median_dense_cos_mwstar": ("step", medians(per["dense_cos_mwstar"]),
                                         {"long_name": "median dense_cos_mwstar over active neurons"}),
+            "median_dense_alignment": ("step", medians(align),
+                                       {"long_name": "median dense_alignment over active neurons"}),
             "beta_grand_mean": ("step", beta_grand,
                                 {"long_name": "(1/(m D)) sum_i sum_{j not in N_i} beta_ij (Theorem 5.2, Lemma E.2)"}),
             "dense_to_pure_clean": ((), medians(dense_to_pure)[i_clean],
@@ -217,6 +266,10 @@ def compute(
                                  {"long_name": "median dense_norm at the end of clean training"}),
             "dense_norm_robust": ((), medians(per["dense_norm"])[i_final],
                                   {"long_name": "median dense_norm at the end of adversarial training"}),
+            "dense_alignment_clean": ((), medians(align)[i_clean],
+                                      {"long_name": "median dense_alignment at the end of clean training"}),
+            "dense_alignment_robust": ((), medians(align)[i_final],
+                                       {"long_name": "median dense_alignment at the end of adversarial training"}),
             "pure_norm_clean": ((), medians(per["pure_norm"])[i_clean],
                                 {"long_name": "median pure_norm at the end of clean training"}),
             "pure_norm_robust": ((), medians(per["pure_norm"])[i_final],

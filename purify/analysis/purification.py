@@ -24,6 +24,19 @@ adversarial training ``acc(robust) − acc(clean)`` is set against the norm shar
 ``acc(clean_dir_robust_norm) − acc(clean)`` and the direction share
 ``acc(robust_dir_clean_norm) − acc(clean)``.  The shares need not add up to the total (the
 effects interact); their fractions of the total are reported as they are.
+
+**Dictionary surgery** (Theorem 5.2, eq. (5.1); Theorem 5.3).  The control above asks whether
+norms or directions buy robustness; the surgery asks *which part of the direction*.  Each
+neuron is split into its pure part (its few top dictionary atoms ``N_i``) and its dense part,
+whose component along ``Σ_{j∉N_i} w*_j M_j`` is the mixture eq. (5.1) predicts
+(:func:`purify.analysis.alignment.surgery_weights` documents the six variants: ``clean``,
+``clean_minus_dense_mwstar``, ``clean_pure``, ``clean_pure_robust_dense``,
+``robust_pure_clean_dense``, ``robust``).  Every variant is attacked at ``τ`` with the same
+attackers, examples and random stream as the control, once under the clean model's stored
+biases and smoothing and once under the robust model's: if removing the clean neurons' dense
+``M w*`` component at the clean biases recovers most of the robust model's accuracy, the dense
+mixture is what made the clean model fragile; the second bias setting shows how much of the
+rest is the raised threshold.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import torch
 import xarray as xr
 
 from purify import rng
+from purify.analysis.alignment import SURGERY, surgery_weights
 from purify.analysis.rundata import RunData
 from purify.evaluate import evaluate
 from purify.simulate import make_attacks
@@ -42,6 +56,7 @@ from purify.summary import cosines, relative_change
 
 NAME = "purification"
 VARIANTS = ("clean", "robust", "clean_dir_robust_norm", "robust_dir_clean_norm")
+BIASES = ("clean", "robust")  # the surgery's bias settings: stored at the end of clean / adversarial training
 
 
 def neuron_pairs(m: int, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +110,7 @@ def compute(
     n_pairs: int = 20000,
     control: bool = True,
     control_radii: tuple[float, ...] | None = (1.0,),
+    surgery: bool = True,
 ) -> xr.Dataset:
     """``θ`` distributions, relative change along adversarial training and the direction vs
     norm control (module docstring).
@@ -104,6 +120,7 @@ def compute(
     data : the run.
     n_pairs : number of neuron pairs ``i ≠ j`` for ``θ(w_i, w_j)`` (all pairs if fewer exist).
     control : run the direction vs norm control (the costly part: four robust evaluations).
+    surgery : run the dictionary surgery (twelve robust evaluations, at ``τ`` only).
     control_radii : ℓ₂ radii of the control as multiples of ``τ``; default ``(1.0,)``, the
         radius the gains are read at; ``None`` → the run's whole grid (``config.eval.radii``),
         which multiplies the control's cost by the grid's length.
@@ -170,24 +187,71 @@ def compute(
         variables.update(control_vars)
         coords.update(control_coords)
         attrs.update(control_attrs)
+    if surgery:
+        surgery_vars, surgery_coords = _surgery(data, Wc, Wr)
+        variables.update(surgery_vars)
+        coords.update(surgery_coords)
     ds = xr.Dataset(variables, coords=coords)
     ds.attrs.update(attrs)
     return ds
+
+
+def _l2_attacks(data: RunData, radii: tuple[float, ...] | None) -> tuple[dict, np.ndarray, list[float]]:
+    """The run's ℓ₂ attackers, radius multiples and radii ``τ`` for the control and the surgery."""
+    cfg = data.config
+    ev = dataclasses.replace(cfg.eval, norms=("l2",))
+    if radii is not None:
+        ev = dataclasses.replace(ev, radii=tuple(float(r) for r in radii))
+    attacks = make_attacks(dataclasses.replace(cfg, eval=ev), data.problem)["l2"]
+    return attacks, np.asarray(ev.radii, np.float64), list(ev.taus("l2"))
+
+
+def _attacked(data: RunData, W: np.ndarray, step: int, attacks: dict, taus: list[float]):
+    """Evaluation of weights ``W`` under the biases and smoothing stored at ``step``, on the
+    first ``n_eval`` held-out examples, with a fresh generator of the ``analysis/purification``
+    stream: every variant sees the same random numbers, so differences are not attack noise."""
+    cfg = data.config
+    n = cfg.eval.n_eval
+    net = data.network(step, W=np.ascontiguousarray(W, dtype=np.float32))
+    g = rng.generator(int(cfg.seed), "analysis/purification")
+    with torch.no_grad():
+        return evaluate(net, data.test.x[:n], data.test.y[:n], attacks={"l2": attacks}, taus={"l2": taus},
+                        generator=g)
+
+
+def _surgery(data: RunData, Wc: np.ndarray, Wr: np.ndarray) -> tuple[dict, dict]:
+    """The dictionary surgery (module docstring): six weight variants × two bias settings at ``τ``."""
+    cfg = data.config
+    attacks, _, taus = _l2_attacks(data, (1.0,))
+    weights = surgery_weights(Wc, Wr, data.M, data.w_star, cfg.data.k)
+    steps = {"clean": data.clean_end, "robust": data.final}
+    robust = np.empty((len(SURGERY), len(BIASES)))
+    by_attack = np.empty((len(SURGERY), len(BIASES), len(attacks)))
+    clean = np.empty((len(SURGERY), len(BIASES)))
+    for v, name in enumerate(SURGERY):
+        for bi, biases in enumerate(BIASES):
+            e = _attacked(data, weights[name], steps[biases], attacks, taus)
+            robust[v, bi], by_attack[v, bi], clean[v, bi] = e.strongest["l2"][0], e.robust["l2"][:, 0], e.clean
+    where = f"l2 tau = {taus[0]:.4g} (radius multiple 1), n_eval held-out examples"
+    variables = {
+        "surgery_accuracy": (("surgery", "biases"), robust, {
+            "long_name": f"accuracy under the per-example worst attacker, {where}; dictionary-surgery "
+                         "variant of the weights under the clean or robust model's stored biases"}),
+        "surgery_robust_accuracy": (("surgery", "biases", "attack"), by_attack, {
+            "long_name": f"accuracy under each attacker, {where}, per surgery variant and biases"}),
+        "surgery_clean_accuracy": (("surgery", "biases"), clean, {
+            "long_name": "clean accuracy on the n_eval held-out examples, per surgery variant and biases"}),
+    }
+    coords = {"surgery": np.array(SURGERY), "biases": np.array(BIASES), "attack": np.array(list(attacks))}
+    return variables, coords
 
 
 def _control(
     data: RunData, Wc: np.ndarray, Wr: np.ndarray, radii: tuple[float, ...] | None
 ) -> tuple[dict, dict, dict]:
     """The direction vs norm control: the four variants attacked with the run's ℓ₂ attackers."""
-    cfg = data.config
-    ev = dataclasses.replace(cfg.eval, norms=("l2",))
-    if radii is not None:
-        ev = dataclasses.replace(ev, radii=tuple(float(r) for r in radii))
-    attacks = make_attacks(dataclasses.replace(cfg, eval=ev), data.problem)["l2"]
-    radii = np.asarray(ev.radii, np.float64)
-    taus = ev.taus("l2")
-    n = ev.n_eval
-    x, y = data.test.x[:n], data.test.y[:n]
+    attacks, radii, taus = _l2_attacks(data, radii)
+    n = data.config.eval.n_eval
     snaps = data.snapshots
     b_clean, b_final = snaps.b.sel(step=data.clean_end).values, snaps.b.sel(step=data.final).values
     s_clean, s_final = (snaps.sigma_rho.sel(step=data.clean_end).values,
@@ -201,12 +265,8 @@ def _control(
     weights = control_weights(Wc, Wr)
     for v, name in enumerate(VARIANTS):
         W = weights[name]
-        # All variants use the frozen biases of the final step, and the same random numbers
-        # (a fresh generator each) so their differences are not sampling noise of the attacks.
-        net = data.network(data.final, W=W)
-        g = rng.generator(int(cfg.seed), "analysis/purification")
-        with torch.no_grad():
-            e = evaluate(net, x, y, attacks={"l2": attacks}, taus={"l2": taus}, generator=g)
+        # All variants use the frozen biases of the final step.
+        e = _attacked(data, W, data.final, attacks, taus)
         strongest[v], by_attack[v], clean[v] = e.strongest["l2"], e.robust["l2"], e.clean
         mean_norm[v] = float(np.linalg.norm(W.astype(np.float64), axis=1).mean())
 

@@ -23,7 +23,10 @@ Figures (name: source → what it shows):
 * ``coefficient_heatmap``: snapshots → ``|<M_j, w_i>|`` of sampled neurons before/after
   adversarial training;
 * ``lasso_curves``: ``lasso`` → reconstruction error vs sparsity (Figure 12);
-* ``perturbation_density``: ``perturbations`` → density of attack perturbations (Figure 7).
+* ``perturbation_density``: ``perturbations`` → density of attack perturbations (Figure 7);
+* ``threshold_frontier``: ``threshold`` + ``evaluation`` groups → clean vs robust accuracy of
+  the threshold baseline along ``r``, the clean, bias-only and robust models as points;
+* ``attack_strength``: ``attack_strength`` group → robust accuracy vs attack steps and starts.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from purify import rng
 from purify import store as S
 from purify.analysis import done, open_analysis
 from purify.analysis.rundata import RunData
+from purify.plots.evaluation import attack_strength, threshold_frontier
 from purify.plots.lasso import lasso_curves
 from purify.plots.neurons import (
     as_coefficients,
@@ -56,16 +60,16 @@ from purify.plots.style import caption
 from purify.plots.training import training_curves
 
 __all__ = [
-    "FIGURES", "NEEDS", "caption", "coefficient_heatmap", "direction_norm_control", "draw", "lasso_curves",
+    "FIGURES", "GROUPS_NEEDED", "NEEDS", "attack_strength", "caption", "coefficient_heatmap", "direction_norm_control", "draw", "lasso_curves",
     "lottery_trajectories", "perturbation_density", "plan", "plot_run", "pure_vs_dense",
-    "robust_vs_tau", "theta_histograms", "training_curves",
+    "robust_vs_tau", "theta_histograms", "threshold_frontier", "training_curves",
 ]
 
 #: Every figure :func:`plot_run` can draw, in drawing order.
 FIGURES = (
     "training_curves", "robust_vs_tau", "coefficient_heatmap", "theta_histograms",
     "direction_norm_control", "lottery_trajectories", "pure_vs_dense", "perturbation_density",
-    "lasso_curves",
+    "lasso_curves", "threshold_frontier", "attack_strength",
 )
 #: The stored analysis each figure needs (figures not listed need only the training record).
 NEEDS = {
@@ -75,6 +79,12 @@ NEEDS = {
     "pure_vs_dense": "mixture",
     "perturbation_density": "perturbations",
     "lasso_curves": "lasso",
+}
+#: The store groups each figure needs beyond the training record (written at completion by
+#: :mod:`purify.final_evaluation`; absent in older stores, ``attack_strength`` in fast runs).
+GROUPS_NEEDED = {
+    "threshold_frontier": ("threshold", "evaluation"),
+    "attack_strength": ("attack_strength",),
 }
 #: Neurons in the lottery-trajectory and heatmap figures.
 N_LOTTERY_NEURONS = 6
@@ -171,6 +181,19 @@ def _lasso_curves(r: _Run) -> Figure | None:
     return lasso_curves(r.analysis("lasso"), caption=r.caption)
 
 
+def _threshold_frontier(r: _Run) -> Figure | None:
+    run = r.data.run
+    if not (S.has_group(run, "threshold") and S.has_group(run, "evaluation")):  # older stores
+        return None
+    return threshold_frontier(S.load_run(run, "threshold"), S.load_run(run, "evaluation"), caption=r.caption)
+
+
+def _attack_strength(r: _Run) -> Figure | None:
+    if not S.has_group(r.data.run, "attack_strength"):  # fast strength, or an older store
+        return None
+    return attack_strength(S.load_run(r.data.run, "attack_strength"), caption=r.caption)
+
+
 _DRAWERS: dict[str, Callable[[_Run], Figure | None]] = {
     "training_curves": _training_curves,
     "robust_vs_tau": _robust_vs_tau,
@@ -181,6 +204,8 @@ _DRAWERS: dict[str, Callable[[_Run], Figure | None]] = {
     "pure_vs_dense": _pure_vs_dense,
     "perturbation_density": _perturbation_density,
     "lasso_curves": _lasso_curves,
+    "threshold_frontier": _threshold_frontier,
+    "attack_strength": _attack_strength,
 }
 
 
@@ -201,9 +226,17 @@ def _check_names(names: Sequence[str] | None) -> list[str]:
 def plan(run: str | Path, names: Sequence[str] | None = None) -> dict[str, str | None]:
     """For each figure: ``None`` if :func:`plot_run` can draw it, else why it is skipped."""
     available = done(run)
-    return {n: (None if NEEDS.get(n) in (None, *available)
-                else f"no {NEEDS[n]} analysis (run: purify analyze {S.run_dir(run)})")
-            for n in _check_names(names)}
+    reasons: dict[str, str | None] = {}
+    for n in _check_names(names):
+        missing = [g for g in GROUPS_NEEDED.get(n, ()) if not S.has_group(run, g)]
+        if NEEDS.get(n) not in (None, *available):
+            reasons[n] = f"no {NEEDS[n]} analysis (run: purify analyze {S.run_dir(run)})"
+        elif missing:
+            reasons[n] = (f"no {missing[0]} group (written at completion; attack_strength needs "
+                          "--eval-attack standard or strong)")
+        else:
+            reasons[n] = None
+    return reasons
 
 
 def save_figure(fig: Figure, path: Path, fmt: str, *, dpi: int = 150) -> None:
