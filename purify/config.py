@@ -535,6 +535,7 @@ DERIVED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("net", "lam", "0 (norm) or logloglog(d)/d (paper)", ("bias_schedule", "d")),
     ("train", "clean_steps", "4d", ("d",)),
     ("train", "adv_steps", "clean_steps × the preset's fraction (1/5 boundary, 1/2 purification)", ("clean_steps", "d", "preset")),
+    ("train", "adv_bias", "the preset's (radius boundary, norm purification)", ("preset",)),
     ("train", "lr", "1", ()),
     ("train", "adv_lr", "lr/2", ("lr",)),
     ("train", "adv_tau", "the evaluation radius of adv_norm", ("adv_norm", "tau", "tau_linf", "k", "d")),

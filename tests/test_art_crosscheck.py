@@ -66,7 +66,7 @@ def trained(tmp_path_factory):
     snap = xr.open_zarr(run / "store.zarr", group="snapshots", consolidated=False).isel(step=-1)
     net = SymmetricReLUNet(*(torch.tensor(snap[v].values) for v in ("W", "b", "sigma_rho")))
     resolved = cfg.resolve()
-    ev = resolved.eval.resolve(resolved.data)
+    ev = resolved.eval
     return net, make_problem(resolved), ev
 
 

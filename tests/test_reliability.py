@@ -96,7 +96,7 @@ def tree(path: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
 
 def volatile(name: str) -> bool:
     """Root attributes that measure wall time, legitimately different between sessions."""
-    return name == "elapsed_seconds" or name.startswith("analysis_seconds_")
+    return name in ("elapsed_seconds", "final_evaluation_seconds") or name.startswith("analysis_seconds_")
 
 
 def comparable(ds: xr.Dataset, *runs: Path) -> xr.Dataset:
