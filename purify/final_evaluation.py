@@ -10,8 +10,8 @@ radius ``τ`` (radius multiple 1) of each evaluated norm on all ``n_test`` held-
 * ``bias_only``: the clean weights under the raised biases adversarial training starts from,
   before any adversarial step (``adv_bias = "radius"`` only);
 * ``threshold``: the cheapest explanation of robustness, the clean weights with every bias
-  raised to ``b_i = r τ_train ‖w_i‖_q`` (``q`` dual to the training norm; at the default
-  ``τ = 1/√k`` for ℓ₂, ``b_i = r ‖w_i‖₂/√k``, the norm schedule's rule) and
+  raised to ``b_i = r ‖w_i‖_q/√k`` (``q`` dual to the training norm; the norm schedule's
+  rule, so ``r`` is the effective threshold whatever the radius) and
   ``σ_ρ,i = (σ_ρ/b) b_i``, with ``r`` chosen on a grid (:data:`THRESHOLD_GRID`);
 * ``ideal``: the thresholded pure-feature classifier of §3.
 

@@ -56,7 +56,7 @@ def threshold_frontier(threshold: xr.Dataset, evaluation: xr.Dataset, *, caption
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     strength = evaluation.attrs.get("strength", "?")
-    return finish(fig, f"Threshold baseline: clean weights, biases b_i = r τ ‖w_i‖ ({strength} evaluation, "
+    return finish(fig, f"Threshold baseline: clean weights, biases b_i = r ‖w_i‖/√k ({strength} evaluation, "
                        f"selected r = {threshold.attrs.get('selected_r', float('nan')):.1f})", caption)
 
 
