@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
+
+from purify.cli import main
 
 
 def gen(seed: int) -> torch.Generator:
@@ -25,3 +30,11 @@ class LinearModel:
 
     def forward_and_input_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x @ self.w, self.w.expand_as(x)
+
+
+def run_main(*argv) -> tuple[int, str, str]:
+    """``purify.cli.main(argv)`` in-process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()

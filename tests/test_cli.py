@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -13,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from purify import store as S
-from purify.cli import main
 
 # The tiny run of the test suite (~1.5 s in-process on one thread).
 TINY = [
@@ -35,12 +33,6 @@ MICRO = [
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def run_main(*argv: str) -> tuple[int, str, str]:
-    """``purify.cli.main(argv)`` in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_line_error(err: str, *needles: str) -> str:

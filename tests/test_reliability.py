@@ -17,9 +17,7 @@ kill points are used together:
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import os
 import random
@@ -37,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from fixtures import run_main
 
 from purify import store as S
 from purify.analysis import ANALYSES, done, open_analysis
-from purify.cli import main
 from purify.config import RunConfig
 from purify.train import Timeline
 
@@ -61,12 +59,6 @@ RUN_GROUPS = ("", "snapshots", "problem")
 # --------------------------------------------------------------------------------------
 
 
-def run_main(*argv) -> tuple[int, str, str]:
-    """``purify.cli.main(argv)`` in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line_error(err: str, *needles: str) -> str:

@@ -10,9 +10,7 @@ every command that reads a store must refuse it with exit 2 and one line, writin
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import math
 import os
@@ -22,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import run_main
 
 from purify import store as S
-from purify.cli import main
 from purify.config import RunConfig
 from purify.sweep import build_spec
 from purify.sweep.combine import cell_dir
@@ -47,11 +45,6 @@ TINY = [
 RESUME = ["--resume", "--quiet", "--no-analysis"]
 
 
-def run_main(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line_error(err: str, *needles: str) -> str:
