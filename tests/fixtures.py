@@ -38,3 +38,15 @@ def run_main(*argv) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
+
+
+#: Options that resume a run quietly, without analyses.
+RESUME = ["--resume", "--quiet", "--no-analysis"]
+#: Every command that reads a run store, as argv templates (``{run}`` is the run folder).
+READERS = {
+    "info": ["info", "{run}"],
+    "info --json": ["info", "{run}", "--json"],
+    "analyze": ["analyze", "{run}"],
+    "plot": ["plot", "{run}"],
+    "simulate --resume": ["simulate", "--out", "{run}", *RESUME],
+}

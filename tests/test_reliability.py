@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from fixtures import run_main
+from fixtures import READERS, RESUME, run_main
 
 from purify import store as S
 from purify.analysis import ANALYSES, done, open_analysis
@@ -49,7 +49,6 @@ TINY = [
     "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--seed", "0",
 ]
 TRAIN = [*TINY, "--quiet", "--no-analysis"]
-RESUME = ["--resume", "--quiet", "--no-analysis"]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 RUN_GROUPS = ("", "snapshots", "problem")
 
@@ -572,13 +571,6 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "analysis chunk truncated": (
         lambda r: _first_chunk(S.store_path(r) / "analysis" / "mixture" / "pure_norm").write_bytes(b"\x28\xb5"),
         ["of array 'analysis/mixture/pure_norm' is corrupted"]),
-}
-READERS = {
-    "info": ["info", "{run}"],
-    "info --json": ["info", "{run}", "--json"],
-    "analyze": ["analyze", "{run}"],
-    "plot": ["plot", "{run}"],
-    "simulate --resume": ["simulate", "--out", "{run}", *RESUME],
 }
 # Every reader meets the damages of each kind; the rest are checked through `info`.
 EVERY_READER = ("foreign zarr store", "manifest lost", "array metadata deleted", "chunk deleted",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import run_main
+from fixtures import READERS, RESUME, run_main
 
 from purify import store as S
 from purify.config import RunConfig
@@ -42,7 +42,6 @@ TINY = [
     "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--seed", "0",
     "--quiet", "--no-analysis",
 ]
-RESUME = ["--resume", "--quiet", "--no-analysis"]
 
 
 
@@ -175,13 +174,6 @@ DAMAGES: dict[str, tuple[Callable[[Path, Path], None], list[str]]] = {
                             ["metadata of array 'problem/M'"]),
     "group attributes edited": (_edit_array_meta("snapshots", lambda m: m.update(attributes={"x": 1})),
                                 ["metadata of group 'snapshots'"]),
-}
-READERS = {
-    "info": ["info", "{run}"],
-    "info --json": ["info", "{run}", "--json"],
-    "analyze": ["analyze", "{run}"],
-    "plot": ["plot", "{run}"],
-    "simulate --resume": ["simulate", "--out", "{run}", *RESUME],
 }
 EVERY_READER = ("summary number edited", "config clean_steps edited", "config removed", "W chunk from another step",
                 "W byte order edited", "format downgraded")
