@@ -65,21 +65,32 @@ def _run(label: str, options: str) -> Run:
 
 
 DEFAULT = _run("`--d 1000 --k 60` (default)", "--seed 0")
-HEADLINE = (DEFAULT, _run("`--seed 1`", "--seed 1"), _run("`--seed 2`", "--seed 2"))
+# The README's tables and figures measured before `purification` became the default preset
+# ran the `boundary` preset; they spell it out.
+BOUNDARY = _run("`--d 1000 --k 60 --preset boundary`", "--preset boundary --seed 0")
+HEADLINE = (DEFAULT, BOUNDARY, _run("`--preset boundary --seed 1`", "--preset boundary --seed 1"),
+            _run("`--preset boundary --seed 2`", "--preset boundary --seed 2"))
 SIZES = (
-    _run("`--d 2000 --k 60`", "--d 2000 --k 60 --seed 0"),
+    _run("`--d 2000 --k 60`", "--d 2000 --k 60 --preset boundary --seed 0"),
+    BOUNDARY,
+    _run("`--d 500 --k 20`", "--d 500 --k 20 --preset boundary --seed 0"),
+    _run("`--d 200 --k 10`", "--d 200 --k 10 --preset boundary --seed 0"),
+    _run("`--d 200 --k 10 --dictionary identity`", "--d 200 --k 10 --dictionary identity --preset boundary --seed 0"),
+    _run("`--d 200 --k 10 --sigma-x 1`", "--d 200 --k 10 --sigma-x 1 --preset boundary --seed 0"),
+    _run("`--d 100 --k 3`", "--d 100 --k 3 --preset boundary --seed 0"),
+)
+# Purification vs thresholding along k at d = 1000 (the default preset).
+PURIFICATION_K = (
+    _run("`--k 20`", "--k 20 --seed 0"),
+    _run("`--k 30`", "--k 30 --seed 0"),
+    _run("`--k 40`", "--k 40 --seed 0"),
     DEFAULT,
-    _run("`--d 500 --k 20`", "--d 500 --k 20 --seed 0"),
-    _run("`--d 200 --k 10`", "--d 200 --k 10 --seed 0"),
-    _run("`--d 200 --k 10 --dictionary identity`", "--d 200 --k 10 --dictionary identity --seed 0"),
-    _run("`--d 200 --k 10 --sigma-x 1`", "--d 200 --k 10 --sigma-x 1 --seed 0"),
-    _run("`--d 100 --k 3`", "--d 100 --k 3 --seed 0"),
 )
 BIAS_SCHEDULE = (
-    _run("`--c-b 1`", "--d 200 --k 10 --seed 0 --bias-schedule paper --c-b 1"),
-    _run("`--c-b 0.1`", "--d 200 --k 10 --seed 0 --bias-schedule paper --c-b 0.1"),
+    _run("`--c-b 1`", "--d 200 --k 10 --preset boundary --seed 0 --bias-schedule paper --c-b 1"),
+    _run("`--c-b 0.1`", "--d 200 --k 10 --preset boundary --seed 0 --bias-schedule paper --c-b 0.1"),
 )
-_EARLIER = "--d 1000 --k 60 --seed 0 --p-one 0.001"  # the earlier data default, 1/D
+_EARLIER = "--d 1000 --k 60 --preset boundary --seed 0 --p-one 0.001"  # the earlier data default, 1/D
 ADV_BIAS = (
     _run("`r → 0.8`, `4d` steps (previous default) | `clean`", f"{_EARLIER} --r-end 0.8 --adv-bias clean"),
     _run("`r → 0.8`, `4d` | `radius`", f"{_EARLIER} --r-end 0.8 --adv-bias radius"),
@@ -93,7 +104,13 @@ ADV_BIAS = (
 EXPERIMENTS = ("lazy-vs-feature", "ntk-lower-bound", "lazy-single-step", "lazy-adversarial", "random-net",
                "ntk-adversarial")
 SWEEP = "sweeps/dk"
-SWEEP_OPTIONS = ("--d", "50,100,200", "--k", "2,3,5,8", "--seeds", "2", "--norms", "l2", "--radii", "1")
+SWEEP_OPTIONS = ("--d", "50,100,200", "--k", "2,3,5,8", "--seeds", "2", "--norms", "l2", "--radii", "1",
+                 "--preset", "boundary")
+# The training and evaluation radius at 0.25, 0.5, 0.75 and 1 × 1/√k (default preset otherwise).
+RADIUS_SWEEPS = {
+    "sweeps/radius-d300-k10": ("--d", "300", "--k", "10", "--tau", "0.0790569,0.1581139,0.2371708,0.3162278"),
+    "sweeps/radius-d500-k20": ("--d", "500", "--k", "20", "--tau", "0.0559017,0.1118034,0.1677051,0.2236068"),
+}
 RUN_FIGURES = ("robust_vs_tau", "pure_vs_dense", "lottery_trajectories", "theta_histograms", "training_curves",
                "coefficient_heatmap", "direction_norm_control", "perturbation_density", "lasso_curves")
 
@@ -160,6 +177,37 @@ def _print_sizes(base: Path) -> None:
         print(f"| {run.label} | " + " | ".join(_f(c) for c in cells) + " |")
 
 
+def _print_purification(runs: tuple[Run, ...], label: str) -> None:
+    print(f"| {label} | dense alignment clean → robust | effective `r` | clean model clean / robust "
+          "| robust model clean / robust | threshold (`r`) clean / robust | robust − threshold (SE) "
+          "| robust − clean (SE) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, s in runs:
+        p, t, pair = s["purification"], s["threshold_model"], s["paired"]
+        c, r = s["clean_model"], s["robust_model"]
+        print(f"| {label} | {_f(p['dense_alignment_clean'])} → {_f(p['dense_alignment_robust'])} "
+              f"| {p['effective_r_clean']:.2f} → {p['effective_r_robust']:.2f} "
+              f"| {_f(c['clean_accuracy'])} / {_f(_robust(c))} | {_f(r['clean_accuracy'])} / {_f(_robust(r))} "
+              f"| ({t['r']:.1f}) {_f(t['clean_accuracy'])} / {_f(_robust(t))} "
+              f"| {pair['robust_minus_threshold']['value']:+.3f} ({pair['robust_minus_threshold']['se']:.3f}) "
+              f"| {pair['robust_minus_clean']['value']:+.3f} ({pair['robust_minus_clean']['se']:.3f}) |")
+
+
+def _print_purification_k(base: Path) -> None:
+    _print_purification(tuple((run.label, _summary(base, run)) for run in PURIFICATION_K), "`--d 1000`")
+
+
+def _print_radius_sweeps(base: Path) -> None:
+    from purify.summary import summarize
+
+    for sweep in RADIUS_SWEEPS:
+        rows = []
+        for cell in sorted((base / sweep / "cells").iterdir()):
+            s = summarize(cell)
+            rows.append((f"`τ = {s['tau'] * s['k'] ** 0.5:.2f}/√k`", s))
+        _print_purification(tuple(sorted(rows)), sweep.split("/")[-1])
+
+
 def _print_bias_schedule(base: Path) -> None:
     print("| `--bias-schedule paper` | clean acc | robust acc at `τ` before → after adv. training "
           "| dense-only acc before → after |")
@@ -188,7 +236,7 @@ def _print_analyses(base: Path) -> None:
     """Every scalar each analysis stored on the default run (the table's numbers are among them)."""
     from purify.analysis import ANALYSES, open_analysis
 
-    run = base / DEFAULT.folder
+    run = base / BOUNDARY.folder
     for name in ANALYSES:
         try:
             ds = open_analysis(run, name)
@@ -228,11 +276,18 @@ TABLES: dict[str, Table] = {
         note="the d = 2000 row takes about an hour on 2 cores"),
     "analyses": Table(
         "Following every neuron: the table of measured claims (analyses of the default run)",
-        lambda base: [*_simulate((DEFAULT,))(base), ["analyze", str(base / DEFAULT.folder)]], _print_analyses),
+        lambda base: [*_simulate((BOUNDARY,))(base), ["analyze", str(base / BOUNDARY.folder)]], _print_analyses),
     "run-figures": Table(
         "Following every neuron: the figures of the default run",
-        lambda base: [*_simulate((DEFAULT,))(base), ["plot", str(base / DEFAULT.folder)]],
-        figures=tuple((f"{DEFAULT.folder}/figures/{n}.png", f"{n}.png") for n in RUN_FIGURES)),
+        lambda base: [*_simulate((BOUNDARY,))(base), ["plot", str(base / BOUNDARY.folder)]],
+        figures=tuple((f"{BOUNDARY.folder}/figures/{n}.png", f"{n}.png") for n in RUN_FIGURES)),
+    "purification-k": Table(
+        "Purification or thresholding?: the runs along k at d = 1000", _simulate(PURIFICATION_K),
+        _print_purification_k, note="about 20 minutes per run with one thread"),
+    "purification-radius": Table(
+        "Purification or thresholding?: the sweeps over the radius at two sizes",
+        lambda base: [["sweep", *opts, "--seed", "0", "--out", str(base / out)] for out, opts in RADIUS_SWEEPS.items()],
+        _print_radius_sweeps, note="8 runs, about an hour on 2 cores"),
     "bias-schedule": Table(
         "Bias schedules: the `--bias-schedule paper` table", _simulate(BIAS_SCHEDULE), _print_bias_schedule),
     "adv-bias": Table(

@@ -62,7 +62,7 @@ print("learners:", ", ".join(root.learner.values))
 
 # %% [markdown]
 # The learners: the paper's symmetric network trained cleanly (`feature_clean`) and then
-# adversarially with FGM at `τ = 1/√k` (`feature_adv`), exactly as `purify simulate`; a
+# adversarially with FGM at `τ = 1/√k` (`feature_adv`), exactly as `purify simulate --preset boundary`; a
 # lazy-regime ReLU net trained cleanly (`lazy_clean`) and with projected PGD adversarial
 # training (`lazy_adv`), both kept inside the ball `‖w_s − w_s⁰‖ ≤ C₀/√m`; the NTK model of
 # Definition 5.5 (random features, trained output layer); the linear oracle `<w*, Mᵀx>` and a

@@ -143,7 +143,7 @@ def build_parser() -> _Parser:
     sim.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
     sim.add_argument("--preset", default=None,
                      help="boundary | purification: defaults of the radius and of adversarial training "
-                          "(default boundary; see README 'Purification or thresholding?')")
+                          "(default purification; see README 'Purification or thresholding?')")
     sim.add_argument("--out", type=Path, default=None, help="run folder (default runs/d{d}-k{k}-seed{seed})")
     sim.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     sim.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -627,7 +627,7 @@ def _add_sweep_parsers(sub) -> None:
     sw.add_argument("--seeds", type=INT, default=None, help="seeds 0..N-1 as an axis")
     sw.add_argument("--problem-seed", default=None, help="problem seed(s) (default: each cell's seed)")
     sw.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default cpu)")
-    sw.add_argument("--preset", default=None, help="boundary | purification, or P1,P2 as an axis (default boundary)")
+    sw.add_argument("--preset", default=None, help="boundary | purification, or P1,P2 as an axis (default purification)")
     sw.add_argument("--analyses", type=_str_list, default=None,
                     help="analyses run per cell whose scalar results are collected, e.g. lottery,mixture "
                          "(default: the file's [collect], else none)")

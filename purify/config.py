@@ -40,8 +40,9 @@ class Preset:
 
 
 #: ``boundary``: the radius at ``1/√k``, the boundary of Thm 5.3's range, where robustness
-#: means ignoring the small coordinates; biases raised to the radius floor (the default so far).
-#: ``purification``: ``τ = 0.5/√k`` inside the range, each neuron's effective threshold
+#: means ignoring the small coordinates; biases raised to the radius floor (the default of
+#: stores written before presets existed).
+#: ``purification`` (the default): ``τ = 0.5/√k`` inside the range, each neuron's effective threshold
 #: ``b_i√k/‖w_i‖`` kept where clean training left it, and adversarial training long enough for
 #: the dense mixture's alignment with ``M w*`` to plateau (README, "Purification or thresholding?").
 PRESETS: dict[str, Preset] = {
@@ -380,7 +381,7 @@ class RunConfig:
     seed: int | None = None
     problem_seed: int | None = None  # dictionary, teacher, held-out set; None → seed
     device: str = "cpu"
-    preset: str = "boundary"  # defaults of unset radius and adversarial-training fields (PRESETS)
+    preset: str = "purification"  # defaults of unset radius and adversarial-training fields (PRESETS)
 
     def __post_init__(self) -> None:
         _check(self.preset in PRESETS, "preset", self.preset, f"allowed: {', '.join(PRESETS)}")

@@ -399,7 +399,7 @@ def test_info_json(tiny_run: Path):
                 "median_theta_clean_robust"):
         assert key in summary
     assert summary["norm"] == "l2"
-    assert summary["tau"] == pytest.approx(1 / math.sqrt(3))
+    assert summary["tau"] == pytest.approx(0.5 / math.sqrt(3))  # the purification preset
     for model in ("clean_model", "robust_model", "ideal_model"):
         block = summary[model]
         assert set(block["robust_accuracy_by_attack"]) == {"fgm", "pgd", "dense", "noise"}

@@ -287,12 +287,14 @@ def test_resolve_fills_every_derived_field(d, k_frac, dictionary, schedule, adv_
     else:
         assert r.net.sigma_rho_ratio == pytest.approx(0.05)
         assert r.net.lam == 0
-    assert r.eval.tau == pytest.approx(1 / math.sqrt(k))
+    assert r.preset == "purification"  # the default: τ = 0.5/√k, kept b_i/‖w_i‖, clean/2 steps
+    assert r.eval.tau == pytest.approx(0.5 / math.sqrt(k))
     assert r.eval.tau_linf == pytest.approx(r.eval.tau / math.sqrt(d))
     assert r.eval.n_eval == min(cfg.eval.n_eval, cfg.data.n_test)
     assert r.eval.pgd_rel_step == pytest.approx(2.5 / r.eval.pgd_steps)
     assert r.train.clean_steps == 4 * d
-    assert r.train.adv_steps == max(1, r.train.clean_steps // 5) == r.train.clean_steps // 5
+    assert r.train.adv_steps == max(1, r.train.clean_steps // 2) == r.train.clean_steps // 2
+    assert r.train.adv_bias == "norm"
     if lr is not None:
         assert r.train.lr == lr
     assert r.train.adv_lr == pytest.approx(r.train.lr / 2)
@@ -445,7 +447,8 @@ def test_stored_config_without_adv_bias_reads_as_clean_biases():
     raw = json.loads(RunConfig().resolve(seed=0).to_json())
     del raw["train"]["adv_bias"]
     assert RunConfig.from_json(json.dumps(raw)).train.adv_bias == "clean"
-    assert RunConfig.from_dict({"train": {"lr": 0.5}}).resolve(seed=0).train.adv_bias == "radius"
+    # a config file without it takes the (purification) preset's
+    assert RunConfig.from_dict({"train": {"lr": 0.5}}).resolve(seed=0).train.adv_bias == "norm"
 
 
 # --------------------------------------------------------------------------------------

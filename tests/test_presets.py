@@ -17,9 +17,14 @@ from purify.cli import main
 from purify.config import ConfigError, DataConfig, RunConfig, TrainConfig
 
 
-def test_boundary_is_the_default_and_keeps_the_earlier_defaults():
-    cfg = RunConfig(data=DataConfig(d=400, k=16), seed=0).resolve()
-    assert cfg.preset == "boundary"
+def test_purification_is_the_default():
+    assert RunConfig().preset == "purification"
+    default = RunConfig(data=DataConfig(d=400, k=16), seed=0).resolve()
+    assert default == RunConfig(data=DataConfig(d=400, k=16), seed=0, preset="purification").resolve()
+
+
+def test_boundary_keeps_the_earlier_defaults():
+    cfg = RunConfig(data=DataConfig(d=400, k=16), seed=0, preset="boundary").resolve()
     assert cfg.eval.tau == pytest.approx(1 / 4) and cfg.train.adv_tau == cfg.eval.tau
     assert cfg.train.adv_bias == "radius"
     assert cfg.train.adv_steps == cfg.train.clean_steps // 5

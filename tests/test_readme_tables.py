@@ -38,7 +38,8 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["headline", "sizes", "analyses", "run-figures", "bias-schedule", "adv-bias",
-                                  "lazy-vs-feature", "reproduces", "sweep"])
+                                  "lazy-vs-feature", "reproduces", "sweep", "purification-k",
+                                  "purification-radius"])
 def test_every_command_of_every_table_is_valid_purify_input(rt, name, tmp_path):
     commands = rt.TABLES[name].commands(tmp_path)
     assert commands
@@ -64,10 +65,11 @@ def test_tables_cover_every_readme_figure(rt):
 
 
 def test_runs_of_one_table_never_share_a_folder_unless_they_are_the_same_run(rt):
-    for table in (rt.SIZES, rt.ADV_BIAS, rt.BIAS_SCHEDULE, rt.HEADLINE):
+    for table in (rt.SIZES, rt.ADV_BIAS, rt.BIAS_SCHEDULE, rt.HEADLINE, rt.PURIFICATION_K):
         folders = [r.folder for r in table]
         assert len(set(folders)) == len(folders)
-    assert rt.DEFAULT in rt.SIZES and rt.DEFAULT in rt.HEADLINE  # one default run serves both
+    assert rt.BOUNDARY in rt.SIZES and rt.BOUNDARY in rt.HEADLINE  # one run serves both
+    assert rt.DEFAULT in rt.HEADLINE and rt.DEFAULT in rt.PURIFICATION_K
 
 
 def test_dry_run_prints_the_commands_and_runs_nothing(rt, tmp_path, capsys, monkeypatch):
@@ -115,6 +117,24 @@ def test_sizes_row_reads_the_stored_summary(rt, tiny_run, monkeypatch, capsys):
     assert cells[4] == f"{s['robust_model']['robust_accuracy']:.3f}"
     assert cells[3] == (f"{s['bias_only_model']['robust_accuracy']:.3f}" if s.get("bias_only_model") else "—")
     assert cells[8] == f"{s['median_theta_clean_robust']:.3f}"
+
+
+def test_purification_row_reads_the_stored_summary(rt, tiny_run, monkeypatch, capsys):
+    from purify.summary import summarize
+
+    base, folder = tiny_run
+    monkeypatch.setattr(rt, "PURIFICATION_K", (rt.Run("`tiny`", folder, ()),))
+    rt._print_purification_k(base)
+    header, rule, row = capsys.readouterr().out.splitlines()
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == header.count("|") - 1 == rule.count("---")
+    s = summarize(base / folder)
+    pair = s["paired"]["robust_minus_threshold"]
+    assert cells[0] == "`tiny`"
+    assert cells[1].startswith(f"{s['purification']['dense_alignment_clean']:.3f} → ")
+    assert cells[5] == (f"({s['threshold_model']['r']:.1f}) {s['threshold_model']['clean_accuracy']:.3f} / "
+                        f"{s['threshold_model']['robust_accuracy']:.3f}")
+    assert cells[6] == f"{pair['value']:+.3f} ({pair['se']:.3f})"
 
 
 def test_running_a_table_skips_complete_runs_then_prints_and_copies_figures(rt, tiny_run, tmp_path, monkeypatch,

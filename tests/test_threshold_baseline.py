@@ -28,7 +28,7 @@ TINY = [
     "--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",
     "--n-test", "200", "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3",
     "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet", "--no-analysis",
-    "--eval-attack", "fast", "--seed", "3",
+    "--eval-attack", "fast", "--seed", "3", "--preset", "boundary",  # some r keep the clean accuracy
 ]
 
 
@@ -91,6 +91,7 @@ def test_selected_threshold_follows_the_rule_and_is_stored_per_example(run):
     ev = S.load_run(run, "evaluation")
     target = float(ev.clean_correct.sel(model="robust").mean()) - CLEAN_SLACK
     eligible = ds.r.values[ds.clean_accuracy.values >= target]
+    assert eligible.size > 0  # the rule's main case; with none eligible it takes the best clean r
     fast = ds.robust_accuracy_fast.sel(norm="l2")
     r = float(ds.attrs["selected_r"])
     assert r in eligible and float(fast.sel(r=r)) == float(fast.sel(r=eligible).max())

@@ -248,9 +248,11 @@ def band_edges(taus: np.ndarray, in_band: np.ndarray) -> tuple[float, float] | N
 
 
 def _feature_config(s: Setting, seed: int, device: str) -> RunConfig:
+    # The boundary preset: adversarial training at 1/√k, the radius unit of the lazy bounds.
     return RunConfig(data=DataConfig(d=s.d, k=s.k, n_test=max(2000, s.n_eval)),
                      train=TrainConfig(clean_steps=s.feature_clean_steps),
-                     eval=EvalConfig(n_eval=s.n_eval, pgd_steps=s.eval_pgd_steps), seed=seed, device=device)
+                     eval=EvalConfig(n_eval=s.n_eval, pgd_steps=s.eval_pgd_steps), seed=seed, device=device,
+                     preset="boundary")
 
 
 def _one_seed(ctx: Context, s: Setting, seed: int, taus: Mapping[str, list[float]]) -> dict:

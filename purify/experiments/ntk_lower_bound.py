@@ -101,7 +101,7 @@ def _feature_config(s: Setting, seed: int, device: str, tau: float) -> RunConfig
     return RunConfig(data=DataConfig(d=s.d, k=s.k, dictionary="identity", sigma_x=0.0, n_test=max(2000, s.n_eval)),
                      train=TrainConfig(clean_steps=s.feature_clean_steps, adv_norm="linf", adv_tau=tau),
                      eval=EvalConfig(n_eval=s.n_eval, pgd_steps=s.eval_pgd_steps, norms=("linf",)),
-                     seed=seed, device=device)
+                     seed=seed, device=device, preset="boundary")  # the measured setting: raised biases, clean/5 steps
 
 
 def _one_seed(ctx: Context, s: Setting, seed: int, learners: list[str], taus: list[float], tau54: float) -> dict:
