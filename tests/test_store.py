@@ -578,3 +578,14 @@ def test_prepare_existing_run(run: Path) -> None:
     assert S.prepare_run_dir(run, overwrite=True, resume=False) == "new"
     assert os.listdir(run) == []  # removed under the lock: the stale one taken over, then released
     S.create_store(run, _groups(), _attrs())  # ready for a new run
+
+
+def test_a_callers_own_entries_are_part_of_its_run(run: Path) -> None:
+    """The store knows no caller's file names: an entry it did not write is foreign unless the
+    caller names it (as an experiment names its summary), and then removed with the run."""
+    (run / "summary.md").write_text("claims")
+    with pytest.raises(S.StoreError, match="holds no purify run"):
+        S.prepare_run_dir(run, overwrite=True, resume=False)
+    assert (run / "summary.md").exists()
+    assert S.prepare_run_dir(run, overwrite=True, resume=False, also_ours=("summary.md",)) == "new"
+    assert os.listdir(run) == []
