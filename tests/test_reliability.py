@@ -38,9 +38,9 @@ import xarray as xr
 from fixtures import READERS, RESUME, run_main
 
 from purify import store as S
-from purify.store import faults
 from purify.analysis import ANALYSES, done, open_analysis
 from purify.config import RunConfig
+from purify.store import faults
 from purify.train import Timeline
 
 # The tiny run of the test suite (about 1.5 s of training and 1.5 s of analyses on one thread).
