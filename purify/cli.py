@@ -414,7 +414,9 @@ def _experiment_info(args: argparse.Namespace, attrs: dict) -> int:
             "params": json.loads(attrs["params_json"]), "claims": json.loads(attrs["claims_json"])}
         print(json.dumps(_json_safe(out), indent=2, allow_nan=False))
         return 0
-    summary = S.run_dir(args.run) / S.SUMMARY_NAME
+    from purify.experiments.framework import SUMMARY_NAME
+
+    summary = S.run_dir(args.run) / SUMMARY_NAME
     try:
         print(summary.read_text(), end="")
     except OSError as e:

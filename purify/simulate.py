@@ -336,7 +336,8 @@ class Simulation:
         attrs = {"config_json": self.config.to_json(), "seed": int(self.config.seed),
                  "device": str(self.device), "torch_threads": torch.get_num_threads(),
                  "completed_step": -1, "summary_json": "", **versions()}
-        S.create_store(self.run, store_template(self.config, self.timeline, self.problem, self._ideal()), attrs)
+        S.create_store(self.run, store_template(self.config, self.timeline, self.problem, self._ideal()), attrs,
+                       chunk_along={"snapshots": "step"})  # writing one snapshot rewrites its chunk only
 
     def start_state(self, resume: bool) -> RunState:
         if resume:

@@ -40,6 +40,7 @@ from fixtures import READERS, RESUME, run_main
 from purify import store as S
 from purify.analysis import ANALYSES, done, open_analysis
 from purify.config import RunConfig
+from purify.store import faults
 from purify.train import Timeline
 
 # The tiny run of the test suite (about 1.5 s of training and 1.5 s of analyses on one thread).
@@ -190,7 +191,7 @@ class Reference:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Reference:
     run = tmp_path_factory.mktemp("reliability") / "reference"
-    S.FAULT_TRACE = trace = []
+    faults.FAULT_TRACE = trace = []
     try:
         code, _, err = run_main("simulate", *TRAIN, "--out", run)
         assert code == 0, err
@@ -198,7 +199,7 @@ def reference(tmp_path_factory) -> Reference:
         code, _, err = run_main("analyze", run)
         assert code == 0, err
     finally:
-        S.FAULT_TRACE = None
+        faults.FAULT_TRACE = None
     config = RunConfig.from_json(S.read_attrs(run)["config_json"])
     tl = Timeline.from_config(config)
     steps = sorted({0, *tl.log_steps.tolist(), *tl.eval_steps.tolist()})
@@ -681,11 +682,11 @@ def test_root_attributes_change_in_one_atomic_write(micro_run, tmp_path):
     """Several attributes (status, reason, summary) land together: one rewrite of zarr.json."""
     run = tmp_path / "run"
     shutil.copytree(micro_run, run)
-    S.FAULT_TRACE = trace = []
+    faults.FAULT_TRACE = trace = []
     try:
         S.update_attrs(run, status="failed", status_reason="x", summary_json="{}", extra=1)
     finally:
-        S.FAULT_TRACE = None
+        faults.FAULT_TRACE = None
     assert trace == ["store:zarr.json"]
 
 
@@ -798,12 +799,12 @@ def test_disk_full_during_analysis_keeps_the_run_and_finished_analyses(micro_run
                                                                          monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(micro_run, run)
-    S.FAULT_TRACE = trace = []  # where the analyses write, on a scratch copy
+    faults.FAULT_TRACE = trace = []  # where the analyses write, on a scratch copy
     try:
         shutil.copytree(micro_run, tmp_path / "scratch")
         assert run_main("analyze", tmp_path / "scratch")[0] == 0
     finally:
-        S.FAULT_TRACE = None
+        faults.FAULT_TRACE = None
     mixture = [i for i, label in enumerate(trace) if label.startswith("store:analysis/mixture/")]
     start = 1 + sum(1 for label in trace[:mixture[len(mixture) // 2]] if label.startswith("store:"))
 
@@ -973,12 +974,12 @@ def test_a_failed_group_swap_leaves_the_analysis_absent_not_partial(micro_analys
 def test_sigkill_while_analyze_force_swaps_a_group(micro_analysed, zygote, tmp_path):
     """Real SIGKILLs of ``purify analyze --force``: with the old group moved aside and the new one
     staged, and in the middle of staging; each leaves the group absent or whole."""
-    S.FAULT_TRACE = trace = []
+    faults.FAULT_TRACE = trace = []
     try:
         shutil.copytree(micro_analysed, tmp_path / "scratch")
         assert run_main("analyze", tmp_path / "scratch", "--force")[0] == 0
     finally:
-        S.FAULT_TRACE = None
+        faults.FAULT_TRACE = None
     lasso = [i for i, label in enumerate(trace) if label.startswith("store:analysis/lasso/")]
     points = {"swap": trace.index("group:analysis/mixture") + 1, "staging": lasso[len(lasso) // 2] + 1}
     for name, n in points.items():

@@ -57,13 +57,17 @@ def _groups(n_steps: int = 6, n_snap: int = 3) -> dict[str, xr.Dataset]:
     return {"": root, "snapshots": snapshots, "problem": problem}
 
 
+#: How the recorder chunks its groups: one chunk per snapshot.
+CHUNK_ALONG = {"snapshots": "step"}
+
+
 def _attrs() -> dict[str, S.AttrValue]:
     return {"config_json": json.dumps({"width": 4, "lr": 0.1}), "seed": 7, "fast": True}
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
-    S.create_store(tmp_path / "run", _groups(), _attrs())
+    S.create_store(tmp_path / "run", _groups(), _attrs(), chunk_along=CHUNK_ALONG)
     return tmp_path / "run"
 
 
@@ -105,6 +109,18 @@ def test_chunking(run: Path) -> None:
     snaps = S.open_run(run, "snapshots")
     assert snaps.W.encoding["chunks"] == (1, 4, 3)
     assert "zstd" in repr(snaps.W.encoding["compressors"]).lower()
+
+
+def test_chunking_is_the_callers(tmp_path: Path) -> None:
+    """The store knows no group names: without ``chunk_along`` every variable is one chunk;
+    with it, only the data variables of the named group that have the named dimension."""
+    S.create_store(tmp_path / "plain", _groups(), _attrs())
+    assert S.open_run(tmp_path / "plain", "snapshots").W.encoding["chunks"] == (3, 4, 3)
+    S.create_store(tmp_path / "root", _groups(), _attrs(), chunk_along={"": "step"})
+    root = S.open_run(tmp_path / "root")
+    assert (root.loss.encoding["chunks"], root.acc.encoding["chunks"]) == ((1, 2), (1,))
+    assert root.step.encoding["chunks"] == (6,)  # a coordinate stays whole
+    assert S.open_run(tmp_path / "root", "snapshots").W.encoding["chunks"] == (3, 4, 3)
 
 
 def test_write_region_leaves_other_indices_nan(run: Path) -> None:
@@ -229,7 +245,7 @@ snaps = xr.Dataset(
     coords={"step": np.arange(N_SNAP)},
 )
 print("ready", flush=True)
-S.create_store(run, {"": root, "snapshots": snaps}, {"config_json": "{}"})
+S.create_store(run, {"": root, "snapshots": snaps}, {"config_json": "{}"}, chunk_along={"snapshots": "step"})
 print("created", flush=True)
 for i in range(N_STEPS):
     S.write_region(run, "", "step", i, {"loss": loss_at(i)})
@@ -390,7 +406,7 @@ def test_half_created_store_is_not_a_run(tmp_path: Path, monkeypatch: pytest.Mon
     def crash(*args: object, **kwargs: object) -> None:
         raise OSError("killed")
 
-    monkeypatch.setattr(S, "_merge_root_attrs", crash)
+    monkeypatch.setattr(S.write, "_merge_root_attrs", crash)
     with pytest.raises(S.StoreError):
         S.create_store(tmp_path / "run", _groups(), _attrs())
     monkeypatch.undo()
@@ -562,3 +578,14 @@ def test_prepare_existing_run(run: Path) -> None:
     assert S.prepare_run_dir(run, overwrite=True, resume=False) == "new"
     assert os.listdir(run) == []  # removed under the lock: the stale one taken over, then released
     S.create_store(run, _groups(), _attrs())  # ready for a new run
+
+
+def test_a_callers_own_entries_are_part_of_its_run(run: Path) -> None:
+    """The store knows no caller's file names: an entry it did not write is foreign unless the
+    caller names it (as an experiment names its summary), and then removed with the run."""
+    (run / "summary.md").write_text("claims")
+    with pytest.raises(S.StoreError, match="holds no purify run"):
+        S.prepare_run_dir(run, overwrite=True, resume=False)
+    assert (run / "summary.md").exists()
+    assert S.prepare_run_dir(run, overwrite=True, resume=False, also_ours=("summary.md",)) == "new"
+    assert os.listdir(run) == []

@@ -331,7 +331,7 @@ def test_checkpoint_write_failure_is_one_line_and_marks_the_store_failed(tmp_pat
             raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         real(fd)
 
-    monkeypatch.setattr(S.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)  # as the checkpoint writer looks it up
     run = tmp_path / "run"
     code, stdout, err = run_main("simulate", *MICRO, "--seed", "0", "--out", run)
     monkeypatch.undo()
@@ -438,14 +438,14 @@ def test_a_non_finite_summary_fails_the_run():
 def test_overwrite_removes_the_old_run_only_under_its_lock(runs, tmp_path, monkeypatch):
     run = _copy(runs[0], tmp_path)
     seen = []
-    real = S._remove_run_files
+    real = S.rundir._remove_run_files
 
-    def remove(folder: Path) -> None:
+    def remove(folder: Path, *args: object) -> None:
         lock = json.loads((folder / S.LOCK_NAME).read_text())
         seen.append(lock["pid"] == os.getpid())
-        real(folder)
+        real(folder, *args)
 
-    monkeypatch.setattr(S, "_remove_run_files", remove)
+    monkeypatch.setattr(S.rundir, "_remove_run_files", remove)
     code, _, err = run_main("simulate", *MICRO, "--seed", "0", "--out", run, "--overwrite")
     assert code == 0, err
     assert seen == [True]

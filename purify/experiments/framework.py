@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import platform
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from purify import rng
 from purify import store as S
 
-SUMMARY_NAME = S.SUMMARY_NAME
+SUMMARY_NAME = "summary.md"
 T = TypeVar("T")
 
 
@@ -138,12 +137,6 @@ def summary_markdown(module, ctx: Context, result: Result, elapsed: float) -> st
     return "\n".join(lines) + "\n"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_experiment(
     name: str,
     out: str | Path | None = None,
@@ -169,7 +162,7 @@ def run_experiment(
 
     module = load(name)
     out = Path(out) if out is not None else default_out(name, quick)
-    S.prepare_run_dir(out, overwrite=overwrite, resume=False)
+    S.prepare_run_dir(out, overwrite=overwrite, resume=False, also_ours=(SUMMARY_NAME,))
     ctx = Context(name=name, out=out, quick=quick, seed=seed, device=device, progress=progress)
     with S.RunLock(out):
         start = time.perf_counter()
@@ -191,7 +184,7 @@ def run_experiment(
         figures.mkdir(exist_ok=True)
         for fig_name, fig in result.figures.items():
             save_figure(fig, figures / f"{fig_name}.png", "png")
-        _write_text_atomic(out / SUMMARY_NAME, summary_markdown(module, ctx, result, elapsed))
+        S.write_text_atomically(out / SUMMARY_NAME, summary_markdown(module, ctx, result, elapsed))
         S.update_attrs(out, status="complete")
     return out
 

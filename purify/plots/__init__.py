@@ -31,8 +31,6 @@ Figures (name: source → what it shows):
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,13 +240,7 @@ def plan(run: str | Path, names: Sequence[str] | None = None) -> dict[str, str |
 def save_figure(fig: Figure, path: Path, fmt: str, *, dpi: int = 150) -> None:
     """Write ``fig`` to ``path`` atomically: a temp file in the same folder, then ``os.replace``
     (a reader never sees a half-written figure, a crash leaves the old one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    S.write_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
 
 
 def draw(run: str | Path, names: Sequence[str] | None = None) -> Iterator[tuple[str, Figure]]:

@@ -199,7 +199,7 @@ def open_combined(sweep: str | Path) -> xr.Dataset:
         with dask.config.set(scheduler="synchronous"):  # a small read: never through a cluster
             ds = xr.open_zarr(path, consolidated=False, zarr_format=3).load()
     except Exception as e:  # a foreign or corrupted store can fail in any zarr/xarray layer
-        raise S.StoreError(f"cannot open {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
+        raise S.StoreError(f"cannot open {path}: {S.one_line(e)}") from e
     if ds.attrs.get("format") != SWEEP_FORMAT:
         raise S.StoreError(f"{path} is not a purify sweep result")
     return ds

@@ -82,10 +82,6 @@ class SweepResult:
 # --------------------------------------------------------------------------------------
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__
-
-
 def _cell_mode(run: Path, config: RunConfig) -> tuple[bool, bool]:
     """``(resume, overwrite)`` for :func:`simulate` on a cell folder."""
     if not run.exists() or not any(run.iterdir()):
@@ -130,9 +126,9 @@ def run_cell(task: CellTask) -> dict[str, Any]:
                 with S.RunLock(run):
                     analyze(run, names=missing)
     except DivergenceError as e:
-        out.update(status="failed", error=f"DivergenceError: {_one_line(e)}")
+        out.update(status="failed", error=f"DivergenceError: {S.one_line(e, 300, kind=False)}")
     except Exception as e:  # any failure of one cell is recorded, never raised to the others
-        out.update(status="failed", error=f"{type(e).__name__}: {_one_line(e)}",
+        out.update(status="failed", error=f"{type(e).__name__}: {S.one_line(e, 300, kind=False)}",
                    retry=not isinstance(e, ConfigError))
     return out
 
@@ -180,7 +176,7 @@ def dask_client(*, scheduler: str | None, workers: int, log: Callable[[str], Non
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError) as e:
-                raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(e)}") from None
+                raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {S.one_line(e, 300, kind=False)}") from None
         else:
             # A random loopback port: never a clash with another cluster's 8787, never public.
             # Dask's own logs stay quiet (a worker losing its heartbeat while the cluster closes
@@ -194,7 +190,7 @@ def dask_client(*, scheduler: str | None, workers: int, log: Callable[[str], Non
     except Exception as e:
         if cluster is not None:
             cluster.close()
-        raise SweepError(f"cannot start a local Dask cluster: {_one_line(e)}") from None
+        raise SweepError(f"cannot start a local Dask cluster: {S.one_line(e, 300, kind=False)}") from None
     try:
         services = client.scheduler_info().get("services", {})
         where = f"Dask scheduler {client.scheduler.address}" if scheduler else "local Dask cluster"
@@ -219,11 +215,6 @@ def dask_client(*, scheduler: str | None, workers: int, log: Callable[[str], Non
 # --------------------------------------------------------------------------------------
 
 
-def _is_ours(name: str) -> bool:
-    return name in {SPEC_NAME, CELLS_NAME, COMBINED_NAME, FIGURES_NAME, S.LOCK_NAME, S.TMP_NAME} or (
-        name.startswith((f".{COMBINED_NAME}.", f".{SPEC_NAME}.", S.LOCK_NAME + ".stale-")))
-
-
 def prepare_sweep_dir(out: Path) -> None:
     """Create the sweep folder, or check an existing one holds a sweep (or nothing)."""
     if not out.exists():
@@ -234,7 +225,8 @@ def prepare_sweep_dir(out: Path) -> None:
         return
     if not out.is_dir():
         raise SweepError(f"{out} exists and is not a folder")
-    foreign = [n for n in os.listdir(out) if not _is_ours(n)]
+    ours, temp = {SPEC_NAME, CELLS_NAME, COMBINED_NAME, FIGURES_NAME}, (f".{COMBINED_NAME}.", f".{SPEC_NAME}.")
+    foreign = [n for n in os.listdir(out) if not S.is_ours(n, ours, temp)]
     if foreign:
         raise SweepError(f"{out} is not empty and holds no purify sweep ({foreign[0]!r}); "
                          "choose an empty or new folder")
@@ -321,9 +313,7 @@ def check_devices(cells: list[Cell]) -> None:
 
 
 def _write_spec(out: Path, spec: SweepSpec) -> None:
-    tmp = out / f".{SPEC_NAME}.{os.getpid()}-{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps(json.loads(spec.to_json()), indent=2) + "\n")
-    os.replace(tmp, out / SPEC_NAME)
+    S.write_text_atomically(out / SPEC_NAME, json.dumps(json.loads(spec.to_json()), indent=2) + "\n")
 
 
 def stored_spec(out: str | Path) -> SweepSpec | None:
@@ -337,7 +327,7 @@ def stored_spec(out: str | Path) -> SweepSpec | None:
         raise SweepError(f"cannot read {path}: {e.strerror or e}; the sweep folder is damaged: "
                          "remove it, or give the sweep file and --overwrite") from None
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ConfigError) as e:
-        raise SweepError(f"cannot read {path}: {_one_line(e)}; the sweep folder is damaged: "
+        raise SweepError(f"cannot read {path}: {S.one_line(e, 300, kind=False)}; the sweep folder is damaged: "
                          "remove it, or give the sweep file and --overwrite") from None
 
 
@@ -413,7 +403,7 @@ def _execute(client: Any, tasks: list[CellTask], *, retries: int, progress: _Pro
                 try:
                     res = future.result()
                 except Exception as e:  # the worker died (KilledWorker), lost connection, ...
-                    res = {"status": "failed", "error": f"{type(e).__name__}: {_one_line(e)}",
+                    res = {"status": "failed", "error": f"{type(e).__name__}: {S.one_line(e, 300, kind=False)}",
                            "retry": True, "worker": ""}
                 if res["status"] == "failed" and res["retry"] and attempts[task.name] <= retries:
                     progress.retried += 1
