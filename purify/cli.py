@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from purify.registry import ANALYSES, ATTACKERS
+
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -101,7 +103,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--lr", "train", "lr", FLOAT, "clean learning rate (default 1.0)"),
     ("--adv-lr", "train", "adv_lr", FLOAT, "adversarial learning rate (default lr/2)"),
     ("--batch-size", "train", "batch_size", INT, "batch size (default 512)"),
-    ("--adv-attack", "train", "adv_attack", str, "attacker of adversarial training: fgm | pgd (default fgm)"),
+    ("--adv-attack", "train", "adv_attack", str, f"attacker of adversarial training: {' | '.join(ATTACKERS.where(trains=True))} (default fgm)"),
     ("--adv-norm", "train", "adv_norm", str, "l2 | linf (default l2)"),
     ("--adv-tau", "train", "adv_tau", FLOAT, "training radius (default: the evaluation radius)"),
     ("--adv-pgd-steps", "train", "adv_pgd_steps", INT, "PGD steps in training (default 3)"),
@@ -114,7 +116,7 @@ OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--tau-linf", "eval", "tau_linf", FLOAT, "linf evaluation radius (default tau/sqrt(d))"),
     ("--radii", "eval", "radii", _float_list, "radius grid as multiples of tau (default 0.25,0.5,1,1.5,2)"),
     ("--norms", "eval", "norms", _str_list, "norms to evaluate (default l2,linf)"),
-    ("--attacks", "eval", "attacks", _str_list, "attackers to evaluate (default fgm,pgd,dense,noise)"),
+    ("--attacks", "eval", "attacks", _str_list, f"attackers to evaluate, any of {','.join(ATTACKERS.where(tier='cheap'))} (default all)"),
     ("--pgd-steps", "eval", "pgd_steps", INT, "PGD steps in evaluation (default 10)"),
     ("--pgd-restarts", "eval", "pgd_restarts", INT, "PGD restarts in evaluation (default 1)"),
     ("--pgd-rel-step", "eval", "pgd_rel_step", FLOAT, "PGD step size / tau (default 2.5/steps)"),
@@ -156,7 +158,7 @@ def build_parser() -> _Parser:
     ana = sub.add_parser("analyze", help="compute the per-neuron analyses a run is missing")
     ana.add_argument("run", type=Path, help="run folder")
     ana.add_argument("--force", action="store_true", help="recompute analyses already stored")
-    ana.add_argument("--only", type=_str_list, default=None, help="comma-separated analyses (default: all)")
+    ana.add_argument("--only", type=_str_list, default=None, help=f"comma-separated analyses, any of {','.join(ANALYSES)} (default all)")
     ana.add_argument("--transfer-from", type=Path, action="append", default=[],
                      help="another run of the same problem, for the transfer analysis (repeatable)")
 
@@ -545,7 +547,7 @@ def _format_stored_summary(summary: dict, run: Path) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from purify import store as S
-    from purify.analysis import ANALYSES, analyze
+    from purify.analysis import analyze
 
     names = args.only or ANALYSES
     unknown = [n for n in names if n not in ANALYSES]

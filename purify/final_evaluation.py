@@ -36,7 +36,7 @@ from torch import Tensor
 
 from purify import rng
 from purify import store as S
-from purify.attacks import Attack, make_attack, strength_starts
+from purify.attacks import STRONG_ATTACKS, Attack, make_attack, strength_starts
 from purify.config import RunConfig
 from purify.data import SparseCodingProblem
 from purify.evaluate import CascadeResult, cascade, standard_error
@@ -47,11 +47,12 @@ from purify.schedules import radius_floor
 
 #: Models of the ``evaluation`` group, in storage order.
 MODELS = ("clean", "robust", "bias_only", "threshold", "ideal")
-#: Attacks run on the survivors of the cheap ones, per strength.
+#: Attacks run on the survivors of the cheap ones, per strength: the strong attackers of
+#: :data:`purify.registry.ATTACKERS` (converged PGD, shrink), and with ``strong`` the transfers.
 SURVIVOR_ATTACKS = {
     "fast": (),
-    "standard": ("converged_pgd", "shrink"),
-    "strong": ("converged_pgd", "shrink", "transfer_smooth", "transfer_clean"),
+    "standard": tuple(STRONG_ATTACKS),
+    "strong": (*STRONG_ATTACKS, "transfer_smooth", "transfer_clean"),
 }
 #: Threshold multiples ``r`` of the baseline, 0.6, 0.7, ..., 2.0.
 THRESHOLD_GRID = tuple(round(0.6 + 0.1 * i, 1) for i in range(15))
@@ -89,10 +90,9 @@ def _survivor_attack(name: str, norm: str, problem: SparseCodingProblem, strengt
     direction = problem.dense_direction()
     standard = {"steps": 100, "starts": strength_starts(4, dense=True)}
     effort = {"steps": 300, "starts": strength_starts(10, dense=True)} if strength == "strong" else standard
-    if name == "converged_pgd":
-        return make_attack("converged_pgd", norm, dense_direction=direction, **effort)
-    if name == "shrink":
-        return make_attack("shrink", norm, dictionary=problem.M, teacher=problem.w_star)
+    if name in STRONG_ATTACKS:  # each reads what it needs (the effort is converged PGD's)
+        return make_attack(name, norm, dense_direction=direction, dictionary=problem.M,
+                           teacher=problem.w_star, **effort)
     source = sources.get(name.removeprefix("transfer_"))
     if source is None:
         return None

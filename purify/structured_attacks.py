@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from purify.attacks import SCHEDULES, Attack, descend
+from purify.attacks import SCHEDULES, Attack, AttackOptions, descend
 from purify.learners.base import Learner
 from purify.learners.symmetric import SymmetricReLUNet
 
@@ -66,6 +66,12 @@ class Shrink(Attack):
         self.atoms, self.with_dense = tuple(sorted(set(atoms))), with_dense
         self.polish_steps, self.polish_starts = polish_steps, polish_starts
         self.rel_step, self.schedule = rel_step, schedule
+
+    @classmethod
+    def from_options(cls, norm: str, options: AttackOptions) -> Shrink:
+        if options.dictionary is None or options.teacher is None:
+            raise ValueError("the shrink attack needs the dictionary M and the teacher w*")
+        return cls(norm, options.dictionary, options.teacher, rel_step=options.rel_step)
 
     def candidates(self, x: Tensor, y: Tensor, tau: float) -> Tensor:
         """The candidate perturbations, ``(K, n, d)``, each inside the ``τ``-ball."""

@@ -447,10 +447,10 @@ def test_plot_run_writes_every_figure_the_run_has_data_for(analyzed_run):
     assert {"training_curves", "robust_vs_tau", "coefficient_heatmap"} <= {p.stem for p in paths}
 
 
-@pytest.mark.parametrize("name", [n for n in plots.FIGURES if n in plots.NEEDS])
+@pytest.mark.parametrize("name", [n for n in plots.FIGURES if plots.FIGURES.entry(n).analysis])
 def test_figure_from_the_runs_analysis(analyzed_run, name):
     run, broken = analyzed_run
-    need = plots.NEEDS[name]
+    need = plots.FIGURES.entry(name).analysis
     if need in broken:
         pytest.skip(broken[need])
     drawn = dict(plots.draw(run, [name]))

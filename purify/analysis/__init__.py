@@ -1,30 +1,26 @@
 """Analyses that follow every neuron (Allen-Zhu & Li §5–§6, §8.3), stored beside the run.
 
-Each analysis is a module with ``NAME`` and ``compute(data: RunData, **params) -> xr.Dataset``;
-:func:`analyze` runs the ones a run is missing and stores each as group ``analysis/<NAME>``
+Each analysis is a module with ``compute(data: RunData, **params) -> xr.Dataset`` and one
+entry in :data:`purify.registry.ANALYSES` (which :data:`ANALYSES` is);
+:func:`analyze` runs the ones a run is missing and stores each as group ``analysis/<name>``
 of the run store.  A root attribute ``analyses_done`` lists the analyses whose group was
 written completely, so a killed ``purify analyze`` recomputes only what it had not finished.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from purify import store as S
 from purify.analysis.rundata import RunData
-
-# In dependency-free order, cheapest first, so a partial analysis still gives the basics.
-ANALYSES = ("purification", "lottery", "mixture", "perturbations", "lasso", "transfer")
+from purify.registry import ANALYSES, load
 
 
 def module(name: str):
-    """The analysis module ``purify.analysis.<name>``."""
-    if name not in ANALYSES:
-        raise ValueError(f"unknown analysis {name!r}; allowed: {', '.join(ANALYSES)}")
-    return importlib.import_module(f"purify.analysis.{name}")
+    """The module of analysis ``name`` (``ValueError`` naming the allowed ones if unknown)."""
+    return load(ANALYSES.entry(name).module)
 
 
 def done(run: str | Path) -> list[str]:
@@ -53,7 +49,7 @@ def analyze(
         module(name)  # unknown names fail before any work
     data = RunData.open(run)
     other_data = [RunData.open(o) for o in others]
-    if other_data and "transfer" in names:
+    if other_data and any(ANALYSES.entry(n).uses_others for n in names):
         from purify.analysis.transfer import check_same_problem
 
         for other in other_data:  # refuse before any work, not after the cheaper analyses
@@ -67,7 +63,7 @@ def analyze(
             log(f"analysis: {name} ...")
         t0 = time.perf_counter()
         mod = module(name)
-        ds = mod.compute(data, other=other_data) if name == "transfer" else mod.compute(data)
+        ds = mod.compute(data, other=other_data) if ANALYSES.entry(name).uses_others else mod.compute(data)
         S.write_group(run, f"analysis/{name}", ds)
         costs[name] = time.perf_counter() - t0
         finished = [n for n in done(run) if n != name] + [name]

@@ -7,12 +7,17 @@ reads the ``attack_strength`` group: has the attack converged?
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
 from purify.evaluate import standard_error
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, new_figure
+
+if TYPE_CHECKING:
+    from purify.plots.source import FigureInput
 
 #: Models drawn as points on the threshold frontier, with their colour and label.
 FRONTIER_MODELS = {"clean": (MODEL_COLORS["clean"], "clean model"),
@@ -79,3 +84,22 @@ def attack_strength(ds: xr.Dataset, *, caption: str = "") -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return finish(fig, f"Attack strength: robust model, {n} examples (cheap attacks first)", caption)
+
+
+# --------------------------------------------------------------------------------------
+# Drawers: read a run (purify.registry.FIGURES), call the figure functions above
+# --------------------------------------------------------------------------------------
+
+
+def draw_threshold_frontier(r: FigureInput) -> Figure | None:
+    threshold, evaluation = r.group("threshold"), r.group("evaluation")
+    if threshold is None or evaluation is None:  # older stores
+        return None
+    return threshold_frontier(threshold, evaluation, caption=r.caption)
+
+
+def draw_attack_strength(r: FigureInput) -> Figure | None:
+    strength = r.group("attack_strength")
+    if strength is None:  # fast strength, or an older store
+        return None
+    return attack_strength(strength, caption=r.caption)

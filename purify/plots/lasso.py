@@ -11,11 +11,16 @@ are looked up by name (:func:`curve_variables`), with a few alternative names ac
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
 from purify.plots.style import MODEL_COLORS, as_list, finish, new_figure
+
+if TYPE_CHECKING:
+    from purify.plots.source import FigureInput
 
 #: Names tried, in order, for the variables of the curves and of the span regression.
 ERROR_NAMES = ("error", "reconstruction_error", "relative_error", "rel_error", "residual")
@@ -113,3 +118,12 @@ def lasso_curves(lasso: xr.Dataset, *, caption: str = "") -> Figure:
         # Below the panel: the curves fill every corner of it.
         ax.legend(fontsize=7, title=title, title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return finish(fig, "Lasso reconstructions: error vs sparsity per dictionary (Figure 12 analogue)", caption)
+
+
+# --------------------------------------------------------------------------------------
+# Drawer: read a run (purify.registry.FIGURES), call the figure function above
+# --------------------------------------------------------------------------------------
+
+
+def draw_lasso_curves(r: FigureInput) -> Figure | None:
+    return lasso_curves(r.analysis("lasso"), caption=r.caption)

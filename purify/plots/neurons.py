@@ -10,6 +10,7 @@ plus the snapshots' coefficients ``<M_j, w_i>`` (:func:`lottery_trajectories`), 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -17,6 +18,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from purify.plots.style import HIGHLIGHT, MODEL_COLORS, as_list, finish, mark_phases, new_figure
+
+if TYPE_CHECKING:
+    from purify.plots.source import FigureInput
 
 # --------------------------------------------------------------------------------------
 # θ histograms (Figure 2)
@@ -324,3 +328,56 @@ def as_coefficients(C: np.ndarray, neurons: np.ndarray, steps: np.ndarray | None
         return xr.DataArray(C, dims=("neuron", "feature"), coords={"neuron": neurons, "feature": feature})
     return xr.DataArray(C, dims=("step", "neuron", "feature"),
                         coords={"step": as_list(steps), "neuron": neurons, "feature": feature})
+
+
+# --------------------------------------------------------------------------------------
+# Drawers: read a run (purify.registry.FIGURES), call the figure functions above
+# --------------------------------------------------------------------------------------
+
+
+#: Neurons in the lottery-trajectory and heatmap figures.
+N_LOTTERY_NEURONS = 6
+N_HEATMAP_NEURONS = 20
+
+
+def draw_coefficient_heatmap(r: FigureInput) -> Figure | None:
+    d = r.data
+    m = d.config.net.width
+    pick = np.sort(r.numpy_rng("plots/coefficient_heatmap").choice(m, size=min(N_HEATMAP_NEURONS, m),
+                                                                    replace=False))
+    M = d.M.astype(np.float64)
+    # Only the sampled rows: W M for all m neurons costs m·d·D per step (2·10⁹ at the default size).
+    before = as_coefficients(d.W(d.clean_end)[pick].astype(np.float64) @ M, pick)
+    after = as_coefficients(d.W(d.final)[pick].astype(np.float64) @ M, pick)
+    return coefficient_heatmap(before, after, before_label=f"clean model (step {d.clean_end})",
+                               after_label=f"robust model (step {d.final})", caption=r.caption)
+
+
+def draw_theta_histograms(r: FigureInput) -> Figure | None:
+    return theta_histograms(r.analysis("purification"), caption=r.caption)
+
+
+def draw_lottery_trajectories(r: FigureInput) -> Figure | None:
+    d, lot = r.data, r.analysis("lottery")
+    lucky = np.asarray(lot.lucky_feature.values)
+    sure = np.flatnonzero(lucky >= 0)
+    if sure.size:
+        # A seeded random sample, not the best-looking neurons: the figure should be typical.
+        chosen = np.sort(r.numpy_rng("plots/lottery_trajectories").choice(
+            sure, size=min(N_LOTTERY_NEURONS, sure.size), replace=False))
+        highlight = {int(i): int(lucky[i]) for i in chosen}
+        note = f"{chosen.size} of {sure.size} surely lucky neurons (S_sure, Def. B.1), drawn at random"
+    else:
+        score = np.asarray(lot.score.values)
+        chosen = np.sort(np.argsort(-score.max(axis=1), kind="stable")[:N_LOTTERY_NEURONS])
+        highlight = {int(i): int(score[i].argmax()) for i in chosen}
+        note = (f"no surely lucky neuron: the {chosen.size} neurons with the highest init score, "
+                "their highest-score feature highlighted")
+    steps, M = d.steps, d.M.astype(np.float64)
+    C = np.stack([d.W(int(s))[chosen].astype(np.float64) @ M for s in steps])
+    return lottery_trajectories(as_coefficients(C, chosen, steps), highlight, clean_end=d.clean_end,
+                                note=note, caption=r.caption)
+
+
+def draw_pure_vs_dense(r: FigureInput) -> Figure | None:
+    return pure_vs_dense(r.analysis("mixture"), clean_end=r.data.clean_end, caption=r.caption)

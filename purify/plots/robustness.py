@@ -9,6 +9,8 @@ coordinate ``tau(norm, radius)``, ``ideal_*``); :func:`perturbation_density` the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -16,6 +18,9 @@ from matplotlib.lines import Line2D
 
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, new_figure
 from purify.plots.training import clean_end_of
+
+if TYPE_CHECKING:
+    from purify.plots.source import FigureInput
 
 #: Line style per attacker in :func:`robust_vs_tau`; the strongest (per-example worst) is solid.
 ATTACK_STYLES = {"fgm": (0, (1, 1.5)), "pgd": (0, (5, 2)), "dense": (0, (7, 1.5, 1.5, 1.5)),
@@ -213,3 +218,24 @@ def direction_norm_control(purif: xr.Dataset, *, caption: str = "") -> Figure:
     at = f" at τ = {float(purif.tau.sel(radius=r1)):.3g}" if r1 is not None else ""
     ax_gain.set_title("robust-accuracy gain" + at)
     return finish(fig, "Direction vs norm control: what adversarial training's robustness comes from", caption)
+
+
+# --------------------------------------------------------------------------------------
+# Drawers: read a run (purify.registry.FIGURES), call the figure functions above
+# --------------------------------------------------------------------------------------
+
+
+def draw_robust_vs_tau(r: FigureInput) -> Figure | None:
+    return robust_vs_tau(r.data.root.load(), clean_step=r.data.clean_end, robust_step=r.data.final,
+                         caption=r.caption)
+
+
+def draw_direction_norm_control(r: FigureInput) -> Figure | None:
+    ds = r.analysis("purification")
+    if "control_accuracy" not in ds:  # the analysis was run with control=False
+        return None
+    return direction_norm_control(ds, caption=r.caption)
+
+
+def draw_perturbation_density(r: FigureInput) -> Figure | None:
+    return perturbation_density(r.analysis("perturbations"), caption=r.caption)

@@ -9,11 +9,16 @@ It reads only the run's root group: ``loss(iteration)``,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, labels, mark_phases, new_figure
+
+if TYPE_CHECKING:
+    from purify.plots.source import FigureInput
 
 
 def clean_end_of(root: xr.Dataset) -> int | None:
@@ -93,3 +98,12 @@ def training_curves(root: xr.Dataset, *, norm: str = "l2", radius: float = 1.0, 
     ax_eval.set_title(title)
     ax_eval.legend(fontsize=8, loc="best")
     return finish(fig, "Training curves: clean training, then adversarial training (shaded)", caption)
+
+
+# --------------------------------------------------------------------------------------
+# Drawer: read a run (purify.registry.FIGURES), call the figure function above
+# --------------------------------------------------------------------------------------
+
+
+def draw_training_curves(r: FigureInput) -> Figure | None:
+    return training_curves(r.data.root.load(), caption=r.caption)

@@ -42,6 +42,7 @@ from purify.config import (
     TrainConfig,
     read_table_file,
 )
+from purify.registry import ANALYSES
 
 SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
 TOP_LEVEL = ("seed", "problem_seed", "device", "preset")
@@ -101,8 +102,9 @@ SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
 #: ``range = [0, 10**9]`` is refused before anything is built.
 MAX_CELLS = 100_000
 
-#: Analyses a sweep may run per cell; their scalar results are collected.
-SWEEP_ANALYSES = ("purification", "lottery", "mixture", "perturbations", "lasso")
+#: Analyses a sweep may run per cell (their scalar results are collected): the entries of
+#: :data:`purify.registry.ANALYSES` marked ``sweep``.
+SWEEP_ANALYSES = ANALYSES.where(sweep=True)
 
 
 @dataclass(frozen=True)
