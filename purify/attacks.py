@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from purify.learners.base import Learner
+from purify.norms import sign
 
 NORMS = ("l2", "linf")
 #: the cheap attacks of the evaluation grid (every snapshot, every radius)
@@ -50,8 +51,9 @@ class Norm:
         return v.norm(dim=1) if self.name == "l2" else v.abs().amax(dim=1)
 
     def dual_norm(self, g: Tensor) -> Tensor:
-        """Row-wise ``‖g‖_q`` with ``1/p + 1/q = 1``."""
-        return g.norm(dim=1) if self.name == "l2" else g.abs().sum(dim=1)
+        """Row-wise ``‖g‖_q`` with ``1/p + 1/q = 1`` (``q = 2`` for ℓ₂, 1 for ℓ∞), shape ``(n,)``:
+        by Hölder, ``max_{‖δ‖_p ≤ τ} <g, δ> = τ ‖g‖_q``."""
+        return torch.linalg.vector_norm(g, ord=2.0 if self.name == "l2" else 1.0, dim=1)
 
     def normalize(self, g: Tensor) -> Tensor:
         """``argmax_{‖v‖_p ≤ 1} <g, v>`` row-wise (``g/‖g‖₂`` or ``sign g``); zero rows stay zero."""
@@ -471,7 +473,7 @@ def attack_strength(
                           dense_direction=dense_direction)
     n = x.shape[0]
     broken = torch.zeros(len(steps_grid), len(attack.starts), n, dtype=torch.bool, device=x.device)
-    clean_ok = torch.where(model.forward(x) >= 0, 1.0, -1.0).to(y.dtype) == y  # sign(0) = +1
+    clean_ok = sign(model.forward(x)) == y
     for j, i, one in attack.runs(model, x, y, tau, generator=generator):
         done = broken[: i + 1, : j + 1].flatten(0, 1).any(dim=0) | ~clean_ok
         rows = torch.nonzero(~done).flatten()
@@ -556,10 +558,6 @@ class SingleStep:
     flipped: Tensor
 
 
-def _sign(v: Tensor) -> Tensor:
-    return torch.where(v >= 0, 1.0, -1.0).to(v.dtype)  # sign(0) = +1, the labels' convention
-
-
 def single_step(
     model: Learner,
     x: Tensor,
@@ -585,11 +583,11 @@ def single_step(
     if not 0 < eta_min < eta_max:
         raise ValueError(f"need 0 < eta_min < eta_max, got {eta_min}, {eta_max}")
     out, grad = model.forward_and_input_grad(x)
-    s0 = _sign(out)
+    s0 = sign(out)
     direction = -s0[:, None] * grad  # moving along it lowers s0·f at first order
 
     def flips(scale: Tensor) -> Tensor:
-        return _sign(model.forward(x + scale[:, None] * direction)) != s0
+        return sign(model.forward(x + scale[:, None] * direction)) != s0
 
     n = x.shape[0]
     lo = torch.zeros(n, dtype=x.dtype, device=x.device)  # largest |η| known not to flip
@@ -608,7 +606,7 @@ def single_step(
         xf, df, sf = x[found], direction[found], s0[found]
         for _ in range(bisections):
             mid = (a + b) / 2
-            f = _sign(model.forward(xf + mid[:, None] * df)) != sf
+            f = sign(model.forward(xf + mid[:, None] * df)) != sf
             b = torch.where(f, mid, b)
             a = torch.where(f, a, mid)
         hi[found] = b

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from purify import schema as V
 from purify import store as S
 from purify.analysis.alignment import purification_summary
 from purify.config import RunConfig
@@ -63,12 +64,12 @@ def model_block(clean: float, strongest: dict[str, float], l2_by_attack: dict[st
 def _model_block(root: xr.Dataset, step: int | None, radius: float) -> dict:
     if step is None:  # the ideal model: stored once, not per step
         pick = {"radius": radius}
-        clean = float(root.ideal_clean_accuracy)
-        strongest, by_attack = root.ideal_strongest_accuracy.sel(pick), root.ideal_robust_accuracy.sel(pick)
+        clean = float(root[V.IDEAL_CLEAN_ACCURACY])
+        strongest, by_attack = root[V.IDEAL_STRONGEST_ACCURACY].sel(pick), root[V.IDEAL_ROBUST_ACCURACY].sel(pick)
     else:
         pick = {"step": step, "radius": radius}
-        clean = float(root.clean_accuracy.sel(step=step))
-        strongest, by_attack = root.strongest_accuracy.sel(pick), root.robust_accuracy.sel(pick)
+        clean = float(root[V.CLEAN_ACCURACY].sel(step=step))
+        strongest, by_attack = root[V.STRONGEST_ACCURACY].sel(pick), root[V.ROBUST_ACCURACY].sel(pick)
     norms = [str(n) for n in root.norm.values]
     l2_by_attack = ({str(a): float(by_attack.sel(norm="l2", attack=a)) for a in root.attack.values}
                     if "l2" in norms else {})
@@ -89,16 +90,16 @@ def evaluation_blocks(ev: xr.Dataset, primary: str) -> dict:
     out: dict = {}
     strength, n = str(ev.attrs["strength"]), int(ev.sizes["example"])
     norms = [str(v) for v in ev.norm.values]
-    robust = {m: ev.robust_correct.sel(model=m).values.astype(np.float64) for m in map(str, ev.model.values)}
+    robust = {m: ev[V.ROBUST_CORRECT].sel(model=m).values.astype(np.float64) for m in map(str, ev.model.values)}
     for m in map(str, ev.model.values):
-        clean = ev.clean_correct.sel(model=m).values.astype(np.float64)
+        clean = ev[V.CLEAN_CORRECT].sel(model=m).values.astype(np.float64)
         block: dict = {"clean_accuracy": float(clean.mean()), "clean_accuracy_se": standard_error(clean)}
         for i, norm in enumerate(norms):
             suffix = "" if norm == "l2" else "_linf"
             block[f"robust_accuracy{suffix}"] = float(robust[m][i].mean())
             block[f"robust_accuracy{suffix}_se"] = standard_error(robust[m][i])
         if "l2" in norms:
-            each = ev.cheap_correct.sel(model=m, norm="l2")
+            each = ev[V.CHEAP_CORRECT].sel(model=m, norm="l2")
             block["robust_accuracy_by_attack"] = {str(a): float(each.sel(cheap_attack=a).mean())
                                                   for a in each.cheap_attack.values}
         block["n_examples"] = n
@@ -115,7 +116,7 @@ def attack_strength_block(ds: xr.Dataset) -> tuple[dict, list[str]]:
     """``attack_strength`` summary and its warnings: one when the last step of effort along
     either axis (e.g. 100 → 300 steps, 3 → 10 starts, at the largest other effort) still lowers
     robust accuracy by more than one SE of the accuracy reached."""
-    acc = ds.accuracy.values
+    acc = ds[V.ACCURACY].values
     steps, starts = [int(v) for v in ds.steps.values], [int(v) for v in ds.starts.values]
     n = int(ds.attrs["n_examples"])
     best = float(acc[-1, -1])
@@ -150,8 +151,8 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
     radius = float(root.radius.values[np.argmin(np.abs(root.radius.values - 1.0))])
     final = int(root.step.values[-1])
     summary: dict = {
-        "tau": float(root.tau.sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
-        "tau_linf": float(root.tau.sel(norm="linf", radius=radius)) if "linf" in root.norm.values else None,
+        "tau": float(root[V.TAU].sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
+        "tau_linf": float(root[V.TAU].sel(norm="linf", radius=radius)) if "linf" in root.norm.values else None,
         "norm": "l2",
         "radius_multiple": radius,
         "seed": int(attrs["seed"]),
@@ -167,25 +168,25 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         "median_theta_clean_robust": None,
     }
     if ta:
-        snaps = S.open_run(run, "snapshots")
-        W_clean = snaps.W.sel(step=tc).values
-        W_robust = snaps.W.sel(step=final).values
+        snaps = S.open_run(run, V.SNAPSHOTS)
+        W_clean = snaps[V.W].sel(step=tc).values
+        W_robust = snaps[V.W].sel(step=final).values
         summary["relative_weight_change"] = relative_change(W_clean, W_robust)
         summary["median_theta_clean_robust"] = float(np.median(cosines(W_clean, W_robust)))
         # Purification in direction vs in norm (Allen-Zhu & Li Thm 5.2/5.3): purify.analysis.alignment.
-        problem = S.open_run(run, "problem")
+        problem = S.open_run(run, V.PROBLEM)
         summary["purification"] = purification_summary(
-            W_clean, snaps.b.sel(step=tc).values, W_robust, snaps.b.sel(step=final).values,
-            problem.M.values, problem.w_star.values, config.data.k, config.train.adv_norm)
-    if S.has_group(run, "evaluation"):  # the end-of-phase evaluation (purify.final_evaluation)
+            W_clean, snaps[V.B].sel(step=tc).values, W_robust, snaps[V.B].sel(step=final).values,
+            problem[V.M].values, problem[V.W_STAR].values, config.data.k, config.train.adv_norm)
+    if S.has_group(run, V.EVALUATION):  # the end-of-phase evaluation (purify.final_evaluation)
         primary = "l2" if "l2" in root.norm.values else "linf"
         summary["norm"] = primary
-        summary.update(evaluation_blocks(S.load_run(run, "evaluation"), primary))
-        if S.has_group(run, "threshold"):
-            summary["threshold_model"]["r"] = float(S.open_run(run, "threshold").attrs["selected_r"])
+        summary.update(evaluation_blocks(S.load_run(run, V.EVALUATION), primary))
+        if S.has_group(run, V.THRESHOLD):
+            summary["threshold_model"]["r"] = float(S.open_run(run, V.THRESHOLD).attrs[V.SELECTED_R])
         summary["warnings"] = []
-        if S.has_group(run, "attack_strength"):
-            summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, "attack_strength"))
+        if S.has_group(run, V.ATTACK_STRENGTH):
+            summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, V.ATTACK_STRENGTH))
     return summary
 
 

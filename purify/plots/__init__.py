@@ -43,6 +43,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 
 from purify import rng
+from purify import schema as V
 from purify import store as S
 from purify.analysis import done, open_analysis
 from purify.analysis.rundata import RunData
@@ -83,8 +84,8 @@ NEEDS = {
 #: The store groups each figure needs beyond the training record (written at completion by
 #: :mod:`purify.final_evaluation`; absent in older stores, ``attack_strength`` in fast runs).
 GROUPS_NEEDED = {
-    "threshold_frontier": ("threshold", "evaluation"),
-    "attack_strength": ("attack_strength",),
+    "threshold_frontier": (V.THRESHOLD, V.EVALUATION),
+    "attack_strength": (V.ATTACK_STRENGTH,),
 }
 #: Neurons in the lottery-trajectory and heatmap figures.
 N_LOTTERY_NEURONS = 6
@@ -183,15 +184,15 @@ def _lasso_curves(r: _Run) -> Figure | None:
 
 def _threshold_frontier(r: _Run) -> Figure | None:
     run = r.data.run
-    if not (S.has_group(run, "threshold") and S.has_group(run, "evaluation")):  # older stores
+    if not (S.has_group(run, V.THRESHOLD) and S.has_group(run, V.EVALUATION)):  # older stores
         return None
-    return threshold_frontier(S.load_run(run, "threshold"), S.load_run(run, "evaluation"), caption=r.caption)
+    return threshold_frontier(S.load_run(run, V.THRESHOLD), S.load_run(run, V.EVALUATION), caption=r.caption)
 
 
 def _attack_strength(r: _Run) -> Figure | None:
-    if not S.has_group(r.data.run, "attack_strength"):  # fast strength, or an older store
+    if not S.has_group(r.data.run, V.ATTACK_STRENGTH):  # fast strength, or an older store
         return None
-    return attack_strength(S.load_run(r.data.run, "attack_strength"), caption=r.caption)
+    return attack_strength(S.load_run(r.data.run, V.ATTACK_STRENGTH), caption=r.caption)
 
 
 _DRAWERS: dict[str, Callable[[_Run], Figure | None]] = {
