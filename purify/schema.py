@@ -21,10 +21,11 @@ The layout of a run store (``RUN/store.zarr``)::
     /attack_strength  robust accuracy against converged-PGD effort (steps, starts)
     /analysis/<name>  one group per analysis (written by ``purify analyze``)
 
-``step`` counts the evaluation points (snapshot steps), ``iteration`` the log points.  Values
-not yet written are NaN: :func:`store_template` pre-allocates every group a run fills as it
-trains, and the row functions (:func:`log_row`, :func:`eval_row`, :func:`snapshot_row`) build
-the rows written into it.
+``step`` holds the training steps of the evaluation points (a snapshot is taken at each),
+``iteration`` those of the log points.  Values not yet written are NaN:
+:func:`store_template` pre-allocates every group a run fills as it trains, and the row
+functions (:func:`log_row`, :func:`eval_row`, :func:`snapshot_row`) build the rows written
+into it.
 """
 
 from __future__ import annotations

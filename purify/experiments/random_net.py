@@ -10,7 +10,8 @@ inputs (Fig. 2a), the mean ``‖∇f(x)‖`` over all inputs (Fig. 2b), and ``�
 size of the adversarial step, against ``‖x‖ = √d`` (Thms 1–2: ``‖δ‖ = O(√log(1/γ))``).
 
 All networks of a cell go through the search together: :class:`NetPopulation` stacks them
-into ``(inits, k, fan_in)`` weight tensors and reads an input row ``(x, i)`` as ``f_i(x)``.
+into ``(inits, k, fan_in)`` weight tensors and reads an input row ``(x, i)`` as ``f_i(x)``.  The
+figures are drawn by :mod:`purify.experiments.random_net_figures`.
 
 Linear-regime reference values (depth 1).  With ``‖x‖ = √d`` every ``w_ℓ·x ~ N(0, 1)``, so for
 large ``k`` the output is ``f(x) ~ N(0, E ψ(g)²)`` and ``‖∇f(x)‖² → E ψ'(g)²`` (the cross terms
