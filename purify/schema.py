@@ -103,6 +103,22 @@ SELECTED_R = "selected_r"  # attribute: the selected threshold multiple
 # -- attack_strength -----------------------------------------------------------------------
 ACCURACY = "accuracy"
 
+# -- the summary (attribute ``summary_json``, written by :mod:`purify.summary`) -----------------
+CLEAN_MODEL = "clean_model"
+ROBUST_MODEL = "robust_model"
+BIAS_ONLY_MODEL = "bias_only_model"
+THRESHOLD_MODEL = "threshold_model"
+IDEAL_MODEL = "ideal_model"
+#: The summary's block of each model of the ``evaluation`` group (its ``model`` coordinate).
+SUMMARY_MODELS = {"clean": CLEAN_MODEL, "robust": ROBUST_MODEL, "bias_only": BIAS_ONLY_MODEL,
+                  "threshold": THRESHOLD_MODEL, "ideal": IDEAL_MODEL}
+# A model block holds CLEAN_ACCURACY, ROBUST_ACCURACY (there: the strongest attack at tau in l2),
+ROBUST_ACCURACY_LINF = "robust_accuracy_linf"  # the same in linf
+ROBUST_ACCURACY_BY_ATTACK = "robust_accuracy_by_attack"  # {attack: accuracy} in l2
+# and the summary, besides TAU (l2, radius multiple 1):
+RELATIVE_WEIGHT_CHANGE = "relative_weight_change"
+MEDIAN_THETA = "median_theta_clean_robust"
+
 #: Variables (and their dims) of the groups the end-of-phase evaluation writes; the groups a
 #: run fills as it trains are laid out by :func:`store_template`.
 FINAL_LAYOUT: dict[str, dict[str, tuple[str, ...]]] = {

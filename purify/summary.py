@@ -31,10 +31,6 @@ from purify.analysis.alignment import purification_summary
 from purify.config import RunConfig
 from purify.evaluate import paired_difference, standard_error
 
-#: Summary key of each model of the ``evaluation`` group.
-MODEL_KEYS = {"clean": "clean_model", "robust": "robust_model", "bias_only": "bias_only_model",
-              "threshold": "threshold_model", "ideal": "ideal_model"}
-
 
 def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Row-wise ``θ(a_i, b_i) = |<a_i, b_i>| / (‖a_i‖ ‖b_i‖)`` (0 where a row is zero)."""
@@ -52,12 +48,12 @@ def model_block(clean: float, strongest: dict[str, float], l2_by_attack: dict[st
     """One model's entry of the summary: clean accuracy, and per evaluated norm the
     strongest-attack accuracy at ``τ`` (``robust_accuracy`` for ℓ₂ with its per-attacker
     break-down, ``robust_accuracy_linf`` for ℓ∞)."""
-    block: dict = {"clean_accuracy": clean}
+    block: dict = {V.CLEAN_ACCURACY: clean}
     if "l2" in strongest:
-        block["robust_accuracy"] = strongest["l2"]
-        block["robust_accuracy_by_attack"] = l2_by_attack
+        block[V.ROBUST_ACCURACY] = strongest["l2"]
+        block[V.ROBUST_ACCURACY_BY_ATTACK] = l2_by_attack
     if "linf" in strongest:
-        block["robust_accuracy_linf"] = strongest["linf"]
+        block[V.ROBUST_ACCURACY_LINF] = strongest["linf"]
     return block
 
 
@@ -93,18 +89,18 @@ def evaluation_blocks(ev: xr.Dataset, primary: str) -> dict:
     robust = {m: ev[V.ROBUST_CORRECT].sel(model=m).values.astype(np.float64) for m in map(str, ev.model.values)}
     for m in map(str, ev.model.values):
         clean = ev[V.CLEAN_CORRECT].sel(model=m).values.astype(np.float64)
-        block: dict = {"clean_accuracy": float(clean.mean()), "clean_accuracy_se": standard_error(clean)}
+        block: dict = {V.CLEAN_ACCURACY: float(clean.mean()), f"{V.CLEAN_ACCURACY}_se": standard_error(clean)}
         for i, norm in enumerate(norms):
-            suffix = "" if norm == "l2" else "_linf"
-            block[f"robust_accuracy{suffix}"] = float(robust[m][i].mean())
-            block[f"robust_accuracy{suffix}_se"] = standard_error(robust[m][i])
+            key = V.ROBUST_ACCURACY if norm == "l2" else V.ROBUST_ACCURACY_LINF
+            block[key] = float(robust[m][i].mean())
+            block[f"{key}_se"] = standard_error(robust[m][i])
         if "l2" in norms:
             each = ev[V.CHEAP_CORRECT].sel(model=m, norm="l2")
-            block["robust_accuracy_by_attack"] = {str(a): float(each.sel(cheap_attack=a).mean())
+            block[V.ROBUST_ACCURACY_BY_ATTACK] = {str(a): float(each.sel(cheap_attack=a).mean())
                                                   for a in each.cheap_attack.values}
         block["n_examples"] = n
         block["evaluation"] = strength
-        out[MODEL_KEYS[m]] = block
+        out[V.SUMMARY_MODELS[m]] = block
     p = norms.index(primary)
     if "robust" in robust:
         out["paired"] = {f"robust_minus_{m}": paired_difference(robust["robust"][p], robust[m][p])
@@ -151,7 +147,7 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
     radius = float(root.radius.values[np.argmin(np.abs(root.radius.values - 1.0))])
     final = int(root.step.values[-1])
     summary: dict = {
-        "tau": float(root[V.TAU].sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
+        V.TAU: float(root[V.TAU].sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
         "tau_linf": float(root[V.TAU].sel(norm="linf", radius=radius)) if "linf" in root.norm.values else None,
         "norm": "l2",
         "radius_multiple": radius,
@@ -161,18 +157,18 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         "m": config.net.width,
         "clean_steps": tc,
         "adv_steps": ta,
-        "clean_model": _model_block(root, tc, radius),
-        "robust_model": _model_block(root, final, radius) if ta else None,
-        "ideal_model": _model_block(root, None, radius),
-        "relative_weight_change": None,
-        "median_theta_clean_robust": None,
+        V.CLEAN_MODEL: _model_block(root, tc, radius),
+        V.ROBUST_MODEL: _model_block(root, final, radius) if ta else None,
+        V.IDEAL_MODEL: _model_block(root, None, radius),
+        V.RELATIVE_WEIGHT_CHANGE: None,
+        V.MEDIAN_THETA: None,
     }
     if ta:
         snaps = S.open_run(run, V.SNAPSHOTS)
         W_clean = snaps[V.W].sel(step=tc).values
         W_robust = snaps[V.W].sel(step=final).values
-        summary["relative_weight_change"] = relative_change(W_clean, W_robust)
-        summary["median_theta_clean_robust"] = float(np.median(cosines(W_clean, W_robust)))
+        summary[V.RELATIVE_WEIGHT_CHANGE] = relative_change(W_clean, W_robust)
+        summary[V.MEDIAN_THETA] = float(np.median(cosines(W_clean, W_robust)))
         # Purification in direction vs in norm (Allen-Zhu & Li Thm 5.2/5.3): purify.analysis.alignment.
         problem = S.open_run(run, V.PROBLEM)
         summary["purification"] = purification_summary(
@@ -183,7 +179,7 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         summary["norm"] = primary
         summary.update(evaluation_blocks(S.load_run(run, V.EVALUATION), primary))
         if S.has_group(run, V.THRESHOLD):
-            summary["threshold_model"]["r"] = float(S.open_run(run, V.THRESHOLD).attrs[V.SELECTED_R])
+            summary[V.THRESHOLD_MODEL]["r"] = float(S.open_run(run, V.THRESHOLD).attrs[V.SELECTED_R])
         summary["warnings"] = []
         if S.has_group(run, V.ATTACK_STRENGTH):
             summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, V.ATTACK_STRENGTH))
