@@ -188,36 +188,36 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a summary, for the terminal."""
-    if summary.get("tau") is not None:
-        robust_header, robust_key = f"robust acc (l2, tau={summary['tau']:.4g})", "robust_accuracy"
+    if summary.get(V.TAU) is not None:
+        robust_header, robust_key = f"robust acc (l2, tau={summary[V.TAU]:.4g})", V.ROBUST_ACCURACY
     else:  # a run that evaluated linf only
         robust_header = f"robust acc (linf, tau={summary['tau_linf']:.4g})"
-        robust_key = "robust_accuracy_linf"
+        robust_key = V.ROBUST_ACCURACY_LINF
     rows = [("", "clean acc", robust_header, "dense-only acc")]
-    threshold = summary.get("threshold_model") or {}
-    labels = {"clean_model": "clean model", "bias_only_model": "  + adv. biases only",
-              "threshold_model": f"threshold model (r={threshold.get('r', float('nan')):.1f})",
-              "robust_model": "robust model", "ideal_model": "ideal model"}
+    threshold = summary.get(V.THRESHOLD_MODEL) or {}
+    labels = {V.CLEAN_MODEL: "clean model", V.BIAS_ONLY_MODEL: "  + adv. biases only",
+              V.THRESHOLD_MODEL: f"threshold model (r={threshold.get('r', float('nan')):.1f})",
+              V.ROBUST_MODEL: "robust model", V.IDEAL_MODEL: "ideal model"}
     for name, label in labels.items():
         block = summary.get(name)
         if not block:
             continue
-        dense = block.get("robust_accuracy_by_attack", {}).get("dense")
+        dense = block.get(V.ROBUST_ACCURACY_BY_ATTACK, {}).get("dense")
         robust = f"{block.get(robust_key, float('nan')):.3f}"
         if block.get(f"{robust_key}_se") is not None:
             robust += f" ± {block[f'{robust_key}_se']:.3f}"
-        rows.append((label, f"{block['clean_accuracy']:.3f}", robust, "-" if dense is None else f"{dense:.3f}"))
+        rows.append((label, f"{block[V.CLEAN_ACCURACY]:.3f}", robust, "-" if dense is None else f"{dense:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    block = summary.get("robust_model") or summary.get("clean_model") or {}
+    block = summary.get(V.ROBUST_MODEL) or summary.get(V.CLEAN_MODEL) or {}
     if block.get("evaluation"):
         lines.append(f"robust accuracy: {block['evaluation']} attack cascade on {block['n_examples']} held-out "
                      "examples (± 1 SE)")
     for name, diff in (summary.get("paired") or {}).items():
         lines.append(f"paired {name.replace('_', ' ')}: {diff['value']:+.3f} ± {diff['se']:.3f}")
-    if summary.get("relative_weight_change") is not None:
-        lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary['relative_weight_change']:.3f}")
-        lines.append(f"median theta(w_i, w'_i): {summary['median_theta_clean_robust']:.3f}")
+    if summary.get(V.RELATIVE_WEIGHT_CHANGE) is not None:
+        lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary[V.RELATIVE_WEIGHT_CHANGE]:.3f}")
+        lines.append(f"median theta(w_i, w'_i): {summary[V.MEDIAN_THETA]:.3f}")
     if summary.get("purification"):
         p = summary["purification"]
         lines.append(f"dense alignment {p['dense_alignment_clean']:.3f} -> {p['dense_alignment_robust']:.3f} "
