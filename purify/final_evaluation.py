@@ -252,12 +252,13 @@ def _threshold(fe: FinalEvaluation, models: dict[str, Learner],
         if norm != select_norm:
             full[best][norm] = fe.full(nets[best], norm, fast[best][norm], {"smooth": smoother(nets[best])})
             full_acc[best, j] = full[best][norm].robust_correct.mean()
+    dims = V.FINAL_LAYOUT[V.THRESHOLD]
     ds = xr.Dataset(
         {
-            V.CLEAN_ACCURACY: (V.R, clean_acc.astype(np.float64), {"long_name": "held-out clean accuracy"}),
-            V.ROBUST_ACCURACY_FAST: ((V.R, V.NORM), fast_acc, {
+            V.CLEAN_ACCURACY: (dims[V.CLEAN_ACCURACY], clean_acc.astype(np.float64), {"long_name": "held-out clean accuracy"}),
+            V.ROBUST_ACCURACY_FAST: (dims[V.ROBUST_ACCURACY_FAST], fast_acc, {
                 "long_name": "robust accuracy at tau under the cheap attacks (fgm, pgd, dense, noise)"}),
-            V.ROBUST_ACCURACY: ((V.R, V.NORM), full_acc, {
+            V.ROBUST_ACCURACY: (dims[V.ROBUST_ACCURACY], full_acc, {
                 "long_name": f"robust accuracy at tau under the {config.eval.strength} cascade (NaN: not computed, "
                              "see the attribute rule)"}),
         },
@@ -290,7 +291,7 @@ def _attack_strength(fe: FinalEvaluation, model: Learner, cheap: CascadeResult,
                               generator=rng.generator(int(fe.config.seed), "final/attack_strength", fe.device))
         acc = np.asarray(sub, dtype=np.float64) * keep.size / n
     return xr.Dataset(
-        {V.ACCURACY: ((V.STEPS, V.STARTS), acc, {
+        {V.ACCURACY: (V.FINAL_LAYOUT[V.ATTACK_STRENGTH][V.ACCURACY], acc, {
             "long_name": "robust accuracy at tau (l2) of the robust model: cheap attacks, then converged PGD "
                          "at this effort on their survivors"})},
         coords={V.STEPS: np.array(steps_grid), V.STARTS: np.array(starts_grid)},
@@ -313,15 +314,16 @@ def _evaluation_group(fe: FinalEvaluation, results: dict[str, dict[str, CascadeR
     broken = np.stack([[results[m][nm].broken_by for nm in fe.norms] for m in names]).astype(np.int8)
     each = np.stack([[results[m][nm].each_correct for nm in fe.norms] for m in names]).astype(np.uint8)
     ev = fe.config.eval
+    dims = V.FINAL_LAYOUT[V.EVALUATION]
     return xr.Dataset(
         {
-            V.CLEAN_CORRECT: ((V.MODEL, V.EXAMPLE), clean, {"long_name": "sign f(x) = y on held-out example"}),
-            V.ROBUST_CORRECT: ((V.MODEL, V.NORM, V.EXAMPLE), robust, {
+            V.CLEAN_CORRECT: (dims[V.CLEAN_CORRECT], clean, {"long_name": "sign f(x) = y on held-out example"}),
+            V.ROBUST_CORRECT: (dims[V.ROBUST_CORRECT], robust, {
                 "long_name": "clean-correct and no attack of the cascade flipped it at tau"}),
-            V.BROKEN_BY: ((V.MODEL, V.NORM, V.EXAMPLE), broken, {
+            V.BROKEN_BY: (dims[V.BROKEN_BY], broken, {
                 "long_name": "index into `attack` of the first attack that flipped it; -1: none did "
                              "(or wrong clean, never attacked)"}),
-            V.CHEAP_CORRECT: ((V.MODEL, V.NORM, V.CHEAP_ATTACK, V.EXAMPLE), each, {
+            V.CHEAP_CORRECT: (dims[V.CHEAP_CORRECT], each, {
                 "long_name": "clean-correct and not flipped at tau by this cheap attack alone"}),
         },
         coords={V.MODEL: np.array(names), V.NORM: np.array(fe.norms), V.EXAMPLE: np.arange(n),

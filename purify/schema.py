@@ -119,8 +119,8 @@ ROBUST_ACCURACY_BY_ATTACK = "robust_accuracy_by_attack"  # {attack: accuracy} in
 RELATIVE_WEIGHT_CHANGE = "relative_weight_change"
 MEDIAN_THETA = "median_theta_clean_robust"
 
-#: Variables (and their dims) of the groups the end-of-phase evaluation writes; the groups a
-#: run fills as it trains are laid out by :func:`store_template`.
+#: Variables and their dims of the groups the end-of-phase evaluation writes (it builds them
+#: from here); the groups a run fills as it trains are laid out by :func:`store_template`.
 FINAL_LAYOUT: dict[str, dict[str, tuple[str, ...]]] = {
     EVALUATION: {CLEAN_CORRECT: (MODEL, EXAMPLE), ROBUST_CORRECT: (MODEL, NORM, EXAMPLE),
                  BROKEN_BY: (MODEL, NORM, EXAMPLE), CHEAP_CORRECT: (MODEL, NORM, CHEAP_ATTACK, EXAMPLE)},
