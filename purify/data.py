@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from purify.norms import sign
+
 DICTIONARIES = ("identity", "orthogonal", "overcomplete")
 
 
@@ -124,8 +126,7 @@ def sparse_times_dictionary(flat: Tensor, values: Tensor, n: int, atoms: Tensor)
 
 def labels(z: Tensor, w_star: Tensor) -> Tensor:
     """``y = sign(<w*, z>)`` with ``sign(0) = +1``; shape ``(n,)``, values ``±1``."""
-    s = z @ w_star
-    return torch.where(s >= 0, 1.0, -1.0).to(z.dtype)
+    return sign(z @ w_star)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from purify.attacks import Attack
 from purify.learners.base import Learner
+from purify.norms import sign
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Evaluation:
 
 def sign_correct(out: Tensor, y: Tensor) -> Tensor:
     """Boolean ``(n,)``: ``sign f = y`` with ``sign(0) = +1`` (the labels' convention)."""
-    return torch.where(out >= 0, 1.0, -1.0).to(y.dtype) == y
+    return sign(out) == y
 
 
 def accuracy(model: Learner, x: Tensor, y: Tensor) -> float:

@@ -35,8 +35,9 @@ import xarray as xr
 from torch import Tensor
 
 from purify import rng
+from purify import schema as V
 from purify import store as S
-from purify.attacks import STRONG_ATTACKS, Attack, make_attack, strength_starts
+from purify.attacks import STRONG_ATTACKS, Attack, Norm, make_attack, strength_starts
 from purify.config import RunConfig
 from purify.data import SparseCodingProblem
 from purify.evaluate import CascadeResult, cascade, standard_error
@@ -74,8 +75,7 @@ def threshold_net(W: Tensor, r: float, scale: float, norm: str, sigma_rho_ratio:
     grid is comparable across radii and presets.  ``q`` is the dual of ``norm`` (2 for ℓ₂, 1 for
     ℓ∞), the norm in which a perturbation moves ``<w_i, x>`` most (Hölder).
     """
-    q = 2.0 if norm == "l2" else 1.0
-    b = r * scale * torch.linalg.vector_norm(W, ord=q, dim=1)
+    b = r * scale * Norm(norm).dual_norm(W)
     return SymmetricReLUNet(W, b, sigma_rho_ratio * b)
 
 
@@ -161,13 +161,13 @@ def smoother(net: SymmetricReLUNet) -> SymmetricReLUNet:
 
 def stored_models(run, config: RunConfig, problem: SparseCodingProblem, device) -> dict[str, Learner]:
     """The clean, robust, bias-only and ideal models, from the stored snapshots of ``run``."""
-    snaps = S.open_run(run, "snapshots")
+    snaps = S.open_run(run, V.SNAPSHOTS)
     tc, ta = config.train.clean_steps, config.train.adv_steps
     tr = config.train
 
     def net(step: int) -> SymmetricReLUNet:
         s = snaps.sel(step=step)
-        return SymmetricReLUNet(*(torch.from_numpy(s[v].values).to(device) for v in ("W", "b", "sigma_rho")))
+        return SymmetricReLUNet(*(torch.from_numpy(s[v].values).to(device) for v in (V.W, V.B, V.SIGMA_RHO)))
 
     models: dict[str, Learner] = {"clean": net(tc)}
     if ta:
@@ -205,12 +205,12 @@ def final_evaluation(run, config: RunConfig, problem: SparseCodingProblem, x: Te
     if "robust" in models:
         say("final evaluation: threshold baseline")
         threshold, results["threshold"] = _threshold(fe, models, results)
-        groups["threshold"] = threshold
+        groups[V.THRESHOLD] = threshold
         grids = STRENGTH_GRIDS.get(ev.strength)
         if grids is not None and "l2" in ev.norms:
             say("final evaluation: attack strength")
-            groups["attack_strength"] = _attack_strength(fe, models["robust"], results["robust"]["l2"], *grids)
-    groups["evaluation"] = _evaluation_group(fe, results)
+            groups[V.ATTACK_STRENGTH] = _attack_strength(fe, models["robust"], results["robust"]["l2"], *grids)
+    groups[V.EVALUATION] = _evaluation_group(fe, results)
     return groups
 
 
@@ -252,17 +252,18 @@ def _threshold(fe: FinalEvaluation, models: dict[str, Learner],
         if norm != select_norm:
             full[best][norm] = fe.full(nets[best], norm, fast[best][norm], {"smooth": smoother(nets[best])})
             full_acc[best, j] = full[best][norm].robust_correct.mean()
+    dims = V.FINAL_LAYOUT[V.THRESHOLD]
     ds = xr.Dataset(
         {
-            "clean_accuracy": ("r", clean_acc.astype(np.float64), {"long_name": "held-out clean accuracy"}),
-            "robust_accuracy_fast": (("r", "norm"), fast_acc, {
+            V.CLEAN_ACCURACY: (dims[V.CLEAN_ACCURACY], clean_acc.astype(np.float64), {"long_name": "held-out clean accuracy"}),
+            V.ROBUST_ACCURACY_FAST: (dims[V.ROBUST_ACCURACY_FAST], fast_acc, {
                 "long_name": "robust accuracy at tau under the cheap attacks (fgm, pgd, dense, noise)"}),
-            "robust_accuracy": (("r", "norm"), full_acc, {
+            V.ROBUST_ACCURACY: (dims[V.ROBUST_ACCURACY], full_acc, {
                 "long_name": f"robust accuracy at tau under the {config.eval.strength} cascade (NaN: not computed, "
                              "see the attribute rule)"}),
         },
-        coords={"r": np.array(THRESHOLD_GRID), "norm": np.array(fe.norms)},
-        attrs={"selected_r": float(THRESHOLD_GRID[best]), "candidates": ",".join(f"{THRESHOLD_GRID[i]:.1f}" for i in candidates),
+        coords={V.R: np.array(THRESHOLD_GRID), V.NORM: np.array(fe.norms)},
+        attrs={V.SELECTED_R: float(THRESHOLD_GRID[best]), "candidates": ",".join(f"{THRESHOLD_GRID[i]:.1f}" for i in candidates),
                "selection_norm": select_norm, "clean_target": target, "train_norm": tr.adv_norm,
                "rule": "b_i = r * ||w_i||_q / sqrt(k) (q dual to the training norm), sigma_rho_i = "
                        "sigma_rho_ratio * b_i, clean weights; candidates: clean accuracy >= robust model's - "
@@ -290,10 +291,10 @@ def _attack_strength(fe: FinalEvaluation, model: Learner, cheap: CascadeResult,
                               generator=rng.generator(int(fe.config.seed), "final/attack_strength", fe.device))
         acc = np.asarray(sub, dtype=np.float64) * keep.size / n
     return xr.Dataset(
-        {"accuracy": (("steps", "starts"), acc, {
+        {V.ACCURACY: (V.FINAL_LAYOUT[V.ATTACK_STRENGTH][V.ACCURACY], acc, {
             "long_name": "robust accuracy at tau (l2) of the robust model: cheap attacks, then converged PGD "
                          "at this effort on their survivors"})},
-        coords={"steps": np.array(steps_grid), "starts": np.array(starts_grid)},
+        coords={V.STEPS: np.array(steps_grid), V.STARTS: np.array(starts_grid)},
         attrs={"n_examples": int(n), "norm": "l2", "tau": fe.tau("l2"),
                "nesting": "attack_strength: the first s start points of the same draws; each effort keeps the "
                           "per-example best over all smaller efforts"},
@@ -313,20 +314,21 @@ def _evaluation_group(fe: FinalEvaluation, results: dict[str, dict[str, CascadeR
     broken = np.stack([[results[m][nm].broken_by for nm in fe.norms] for m in names]).astype(np.int8)
     each = np.stack([[results[m][nm].each_correct for nm in fe.norms] for m in names]).astype(np.uint8)
     ev = fe.config.eval
+    dims = V.FINAL_LAYOUT[V.EVALUATION]
     return xr.Dataset(
         {
-            "clean_correct": (("model", "example"), clean, {"long_name": "sign f(x) = y on held-out example"}),
-            "robust_correct": (("model", "norm", "example"), robust, {
+            V.CLEAN_CORRECT: (dims[V.CLEAN_CORRECT], clean, {"long_name": "sign f(x) = y on held-out example"}),
+            V.ROBUST_CORRECT: (dims[V.ROBUST_CORRECT], robust, {
                 "long_name": "clean-correct and no attack of the cascade flipped it at tau"}),
-            "broken_by": (("model", "norm", "example"), broken, {
+            V.BROKEN_BY: (dims[V.BROKEN_BY], broken, {
                 "long_name": "index into `attack` of the first attack that flipped it; -1: none did "
                              "(or wrong clean, never attacked)"}),
-            "cheap_correct": (("model", "norm", "cheap_attack", "example"), each, {
+            V.CHEAP_CORRECT: (dims[V.CHEAP_CORRECT], each, {
                 "long_name": "clean-correct and not flipped at tau by this cheap attack alone"}),
         },
-        coords={"model": np.array(names), "norm": np.array(fe.norms), "example": np.arange(n),
-                "attack": np.array(fe.attack_names), "cheap_attack": np.array(fe.cheap),
-                "tau": ("norm", np.array([fe.tau(nm) for nm in fe.norms]))},
+        coords={V.MODEL: np.array(names), V.NORM: np.array(fe.norms), V.EXAMPLE: np.arange(n),
+                V.ATTACK: np.array(fe.attack_names), V.CHEAP_ATTACK: np.array(fe.cheap),
+                V.TAU: (V.NORM, np.array([fe.tau(nm) for nm in fe.norms]))},
         attrs={"strength": ev.strength, "attacks": ",".join(fe.attack_names), "radius_multiple": 1.0,
                "n_examples": int(n),
                "paired": "every model sees the same examples and, per (norm, attack), the same random stream"},

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import Tensor
 
+from purify.attacks import Norm
 from purify.config import NetConfig
 
 
@@ -75,6 +76,5 @@ def radius_floor(W: Tensor, b: Tensor, sigma_rho: Tensor, tau: float, norm: str)
     pure neuron ``w_i = α M_j`` under ℓ₂ this is the threshold ``|z_j| ≥ τ``: at the default
     ``τ = 1/√k``, exactly the small coordinates' level.  ``σ_ρ,i / b_i`` is kept.
     """
-    q = 2.0 if norm == "l2" else 1.0
-    raised = torch.maximum(b, tau * torch.linalg.vector_norm(W, ord=q, dim=1))
+    raised = torch.maximum(b, tau * Norm(norm).dual_norm(W))
     return raised, sigma_rho * (raised / b)

@@ -33,12 +33,9 @@ from purify.evaluate import accuracy, evaluate
 from purify.learners.ideal import IdealRobustModel
 from purify.learners.symmetric import SymmetricReLUNet
 from purify.schedules import BiasSchedule, radius_floor
+from purify.schema import store_template
 from purify.summary import summarize
 from purify.train import CLEAN, DivergenceBound, DivergenceError, Timeline, train_step
-
-#: How the per-step robust accuracies are measured (the end-of-phase models get more: the
-#: ``evaluation`` group).
-FAST_EVALUATION = "fast: fgm, pgd-10, dense, noise on the first n_eval examples"
 
 
 class Stopped(Exception):
@@ -132,69 +129,6 @@ def versions() -> dict[str, str]:
         "zarr_version": zarr.__version__,
         "sklearn_version": sklearn.__version__,
     }
-
-
-def store_template(
-    config: RunConfig, timeline: Timeline, problem: SparseCodingProblem, ideal: dict
-) -> dict[str, xr.Dataset]:
-    """The pre-allocated groups of a run store (NaN where values are still to come)."""
-    ev = config.eval
-    m, d, D = config.net.width, config.data.d, config.data.n_features
-    n_eval, n_log = len(timeline.eval_steps), len(timeline.log_steps)
-    norms, attacks, radii = list(ev.norms), list(ev.attacks), list(ev.radii)
-
-    def nan(*shape: int) -> np.ndarray:
-        return np.full(shape, np.nan, np.float32)
-
-    coords = {
-        "step": ("step", timeline.eval_steps),
-        "phase": ("step", timeline.phase(timeline.eval_steps).astype(str)),
-        "iteration": ("iteration", timeline.log_steps),
-        "iteration_phase": ("iteration", timeline.phase(timeline.log_steps).astype(str)),
-        "norm": ("norm", np.array(norms)),
-        "attack": ("attack", np.array(attacks)),
-        "radius": ("radius", np.array(radii, np.float64)),
-        "tau": (("norm", "radius"), np.array([ev.taus(n) for n in norms])),
-    }
-    root = xr.Dataset(
-        {
-            "loss": ("iteration", nan(n_log), {"long_name": "mean training objective since the previous log point"}),
-            "train_accuracy": ("iteration", nan(n_log), {"long_name": "mean training-batch accuracy (on perturbed inputs in adversarial training)"}),
-            "bias_mean": ("iteration", nan(n_log), {"long_name": "mean bias b_i"}),
-            "sigma_rho_mean": ("iteration", nan(n_log), {"long_name": "mean smoothing sigma_rho_i"}),
-            "weight_norm_mean": ("iteration", nan(n_log), {"long_name": "mean ||w_i||_2"}),
-            "clean_accuracy": ("step", nan(n_eval), {"long_name": "held-out clean accuracy"}),
-            "robust_accuracy": (("step", "norm", "attack", "radius"), nan(n_eval, len(norms), len(attacks), len(radii)),
-                                {"long_name": "held-out accuracy under each attacker at radius tau",
-                                 "evaluation": FAST_EVALUATION}),
-            "strongest_accuracy": (("step", "norm", "radius"), nan(n_eval, len(norms), len(radii)),
-                                   {"long_name": "held-out accuracy under the per-example worst attacker",
-                                    "evaluation": FAST_EVALUATION}),
-            "ideal_clean_accuracy": ((), np.float32(ideal["clean"])),
-            "ideal_robust_accuracy": (("norm", "attack", "radius"), np.stack([ideal["robust"][n] for n in norms]).astype(np.float32),
-                                      {"evaluation": FAST_EVALUATION}),
-            "ideal_strongest_accuracy": (("norm", "radius"), np.stack([ideal["strongest"][n] for n in norms]).astype(np.float32),
-                                         {"evaluation": FAST_EVALUATION}),
-        },
-        coords=coords,
-    )
-    snapshots = xr.Dataset(
-        {
-            "W": (("step", "neuron", "input"), np.full((n_eval, m, d), np.nan, np.float32),
-                  {"long_name": "hidden weights w_i as rows"}),
-            "b": (("step", "neuron"), nan(n_eval, m), {"long_name": "bias b_i"}),
-            "sigma_rho": (("step", "neuron"), nan(n_eval, m), {"long_name": "smoothing sigma_rho_i"}),
-        },
-        coords={"step": timeline.eval_steps, "phase": ("step", coords["phase"][1])},
-    )
-    prob = xr.Dataset(
-        {
-            "M": (("input", "feature"), problem.M.cpu().numpy(), {"long_name": "dictionary (unit-norm columns)"}),
-            "w_star": ("feature", problem.w_star.cpu().numpy(), {"long_name": "teacher"}),
-        },
-        coords={"input": np.arange(d), "feature": np.arange(D)},
-    )
-    return {"": root, "snapshots": snapshots, "problem": prob}
 
 
 # --------------------------------------------------------------------------------------

@@ -25,14 +25,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from purify import schema as V
 from purify import store as S
 from purify.analysis.alignment import purification_summary
 from purify.config import RunConfig
 from purify.evaluate import paired_difference, standard_error
-
-#: Summary key of each model of the ``evaluation`` group.
-MODEL_KEYS = {"clean": "clean_model", "robust": "robust_model", "bias_only": "bias_only_model",
-              "threshold": "threshold_model", "ideal": "ideal_model"}
 
 
 def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -51,24 +48,24 @@ def model_block(clean: float, strongest: dict[str, float], l2_by_attack: dict[st
     """One model's entry of the summary: clean accuracy, and per evaluated norm the
     strongest-attack accuracy at ``τ`` (``robust_accuracy`` for ℓ₂ with its per-attacker
     break-down, ``robust_accuracy_linf`` for ℓ∞)."""
-    block: dict = {"clean_accuracy": clean}
+    block: dict = {V.CLEAN_ACCURACY: clean}
     if "l2" in strongest:
-        block["robust_accuracy"] = strongest["l2"]
-        block["robust_accuracy_by_attack"] = l2_by_attack
+        block[V.ROBUST_ACCURACY] = strongest["l2"]
+        block[V.ROBUST_ACCURACY_BY_ATTACK] = l2_by_attack
     if "linf" in strongest:
-        block["robust_accuracy_linf"] = strongest["linf"]
+        block[V.ROBUST_ACCURACY_LINF] = strongest["linf"]
     return block
 
 
 def _model_block(root: xr.Dataset, step: int | None, radius: float) -> dict:
     if step is None:  # the ideal model: stored once, not per step
         pick = {"radius": radius}
-        clean = float(root.ideal_clean_accuracy)
-        strongest, by_attack = root.ideal_strongest_accuracy.sel(pick), root.ideal_robust_accuracy.sel(pick)
+        clean = float(root[V.IDEAL_CLEAN_ACCURACY])
+        strongest, by_attack = root[V.IDEAL_STRONGEST_ACCURACY].sel(pick), root[V.IDEAL_ROBUST_ACCURACY].sel(pick)
     else:
         pick = {"step": step, "radius": radius}
-        clean = float(root.clean_accuracy.sel(step=step))
-        strongest, by_attack = root.strongest_accuracy.sel(pick), root.robust_accuracy.sel(pick)
+        clean = float(root[V.CLEAN_ACCURACY].sel(step=step))
+        strongest, by_attack = root[V.STRONGEST_ACCURACY].sel(pick), root[V.ROBUST_ACCURACY].sel(pick)
     norms = [str(n) for n in root.norm.values]
     l2_by_attack = ({str(a): float(by_attack.sel(norm="l2", attack=a)) for a in root.attack.values}
                     if "l2" in norms else {})
@@ -89,21 +86,21 @@ def evaluation_blocks(ev: xr.Dataset, primary: str) -> dict:
     out: dict = {}
     strength, n = str(ev.attrs["strength"]), int(ev.sizes["example"])
     norms = [str(v) for v in ev.norm.values]
-    robust = {m: ev.robust_correct.sel(model=m).values.astype(np.float64) for m in map(str, ev.model.values)}
+    robust = {m: ev[V.ROBUST_CORRECT].sel(model=m).values.astype(np.float64) for m in map(str, ev.model.values)}
     for m in map(str, ev.model.values):
-        clean = ev.clean_correct.sel(model=m).values.astype(np.float64)
-        block: dict = {"clean_accuracy": float(clean.mean()), "clean_accuracy_se": standard_error(clean)}
+        clean = ev[V.CLEAN_CORRECT].sel(model=m).values.astype(np.float64)
+        block: dict = {V.CLEAN_ACCURACY: float(clean.mean()), f"{V.CLEAN_ACCURACY}_se": standard_error(clean)}
         for i, norm in enumerate(norms):
-            suffix = "" if norm == "l2" else "_linf"
-            block[f"robust_accuracy{suffix}"] = float(robust[m][i].mean())
-            block[f"robust_accuracy{suffix}_se"] = standard_error(robust[m][i])
+            key = V.ROBUST_ACCURACY if norm == "l2" else V.ROBUST_ACCURACY_LINF
+            block[key] = float(robust[m][i].mean())
+            block[f"{key}_se"] = standard_error(robust[m][i])
         if "l2" in norms:
-            each = ev.cheap_correct.sel(model=m, norm="l2")
-            block["robust_accuracy_by_attack"] = {str(a): float(each.sel(cheap_attack=a).mean())
+            each = ev[V.CHEAP_CORRECT].sel(model=m, norm="l2")
+            block[V.ROBUST_ACCURACY_BY_ATTACK] = {str(a): float(each.sel(cheap_attack=a).mean())
                                                   for a in each.cheap_attack.values}
         block["n_examples"] = n
         block["evaluation"] = strength
-        out[MODEL_KEYS[m]] = block
+        out[V.SUMMARY_MODELS[m]] = block
     p = norms.index(primary)
     if "robust" in robust:
         out["paired"] = {f"robust_minus_{m}": paired_difference(robust["robust"][p], robust[m][p])
@@ -115,7 +112,7 @@ def attack_strength_block(ds: xr.Dataset) -> tuple[dict, list[str]]:
     """``attack_strength`` summary and its warnings: one when the last step of effort along
     either axis (e.g. 100 → 300 steps, 3 → 10 starts, at the largest other effort) still lowers
     robust accuracy by more than one SE of the accuracy reached."""
-    acc = ds.accuracy.values
+    acc = ds[V.ACCURACY].values
     steps, starts = [int(v) for v in ds.steps.values], [int(v) for v in ds.starts.values]
     n = int(ds.attrs["n_examples"])
     best = float(acc[-1, -1])
@@ -150,8 +147,8 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
     radius = float(root.radius.values[np.argmin(np.abs(root.radius.values - 1.0))])
     final = int(root.step.values[-1])
     summary: dict = {
-        "tau": float(root.tau.sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
-        "tau_linf": float(root.tau.sel(norm="linf", radius=radius)) if "linf" in root.norm.values else None,
+        V.TAU: float(root[V.TAU].sel(norm="l2", radius=radius)) if "l2" in root.norm.values else None,
+        "tau_linf": float(root[V.TAU].sel(norm="linf", radius=radius)) if "linf" in root.norm.values else None,
         "norm": "l2",
         "radius_multiple": radius,
         "seed": int(attrs["seed"]),
@@ -160,67 +157,67 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         "m": config.net.width,
         "clean_steps": tc,
         "adv_steps": ta,
-        "clean_model": _model_block(root, tc, radius),
-        "robust_model": _model_block(root, final, radius) if ta else None,
-        "ideal_model": _model_block(root, None, radius),
-        "relative_weight_change": None,
-        "median_theta_clean_robust": None,
+        V.CLEAN_MODEL: _model_block(root, tc, radius),
+        V.ROBUST_MODEL: _model_block(root, final, radius) if ta else None,
+        V.IDEAL_MODEL: _model_block(root, None, radius),
+        V.RELATIVE_WEIGHT_CHANGE: None,
+        V.MEDIAN_THETA: None,
     }
     if ta:
-        snaps = S.open_run(run, "snapshots")
-        W_clean = snaps.W.sel(step=tc).values
-        W_robust = snaps.W.sel(step=final).values
-        summary["relative_weight_change"] = relative_change(W_clean, W_robust)
-        summary["median_theta_clean_robust"] = float(np.median(cosines(W_clean, W_robust)))
+        snaps = S.open_run(run, V.SNAPSHOTS)
+        W_clean = snaps[V.W].sel(step=tc).values
+        W_robust = snaps[V.W].sel(step=final).values
+        summary[V.RELATIVE_WEIGHT_CHANGE] = relative_change(W_clean, W_robust)
+        summary[V.MEDIAN_THETA] = float(np.median(cosines(W_clean, W_robust)))
         # Purification in direction vs in norm (Allen-Zhu & Li Thm 5.2/5.3): purify.analysis.alignment.
-        problem = S.open_run(run, "problem")
+        problem = S.open_run(run, V.PROBLEM)
         summary["purification"] = purification_summary(
-            W_clean, snaps.b.sel(step=tc).values, W_robust, snaps.b.sel(step=final).values,
-            problem.M.values, problem.w_star.values, config.data.k, config.train.adv_norm)
-    if S.has_group(run, "evaluation"):  # the end-of-phase evaluation (purify.final_evaluation)
+            W_clean, snaps[V.B].sel(step=tc).values, W_robust, snaps[V.B].sel(step=final).values,
+            problem[V.M].values, problem[V.W_STAR].values, config.data.k, config.train.adv_norm)
+    if S.has_group(run, V.EVALUATION):  # the end-of-phase evaluation (purify.final_evaluation)
         primary = "l2" if "l2" in root.norm.values else "linf"
         summary["norm"] = primary
-        summary.update(evaluation_blocks(S.load_run(run, "evaluation"), primary))
-        if S.has_group(run, "threshold"):
-            summary["threshold_model"]["r"] = float(S.open_run(run, "threshold").attrs["selected_r"])
+        summary.update(evaluation_blocks(S.load_run(run, V.EVALUATION), primary))
+        if S.has_group(run, V.THRESHOLD):
+            summary[V.THRESHOLD_MODEL]["r"] = float(S.open_run(run, V.THRESHOLD).attrs[V.SELECTED_R])
         summary["warnings"] = []
-        if S.has_group(run, "attack_strength"):
-            summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, "attack_strength"))
+        if S.has_group(run, V.ATTACK_STRENGTH):
+            summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, V.ATTACK_STRENGTH))
     return summary
 
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a summary, for the terminal."""
-    if summary.get("tau") is not None:
-        robust_header, robust_key = f"robust acc (l2, tau={summary['tau']:.4g})", "robust_accuracy"
+    if summary.get(V.TAU) is not None:
+        robust_header, robust_key = f"robust acc (l2, tau={summary[V.TAU]:.4g})", V.ROBUST_ACCURACY
     else:  # a run that evaluated linf only
         robust_header = f"robust acc (linf, tau={summary['tau_linf']:.4g})"
-        robust_key = "robust_accuracy_linf"
+        robust_key = V.ROBUST_ACCURACY_LINF
     rows = [("", "clean acc", robust_header, "dense-only acc")]
-    threshold = summary.get("threshold_model") or {}
-    labels = {"clean_model": "clean model", "bias_only_model": "  + adv. biases only",
-              "threshold_model": f"threshold model (r={threshold.get('r', float('nan')):.1f})",
-              "robust_model": "robust model", "ideal_model": "ideal model"}
+    threshold = summary.get(V.THRESHOLD_MODEL) or {}
+    labels = {V.CLEAN_MODEL: "clean model", V.BIAS_ONLY_MODEL: "  + adv. biases only",
+              V.THRESHOLD_MODEL: f"threshold model (r={threshold.get('r', float('nan')):.1f})",
+              V.ROBUST_MODEL: "robust model", V.IDEAL_MODEL: "ideal model"}
     for name, label in labels.items():
         block = summary.get(name)
         if not block:
             continue
-        dense = block.get("robust_accuracy_by_attack", {}).get("dense")
+        dense = block.get(V.ROBUST_ACCURACY_BY_ATTACK, {}).get("dense")
         robust = f"{block.get(robust_key, float('nan')):.3f}"
         if block.get(f"{robust_key}_se") is not None:
             robust += f" ± {block[f'{robust_key}_se']:.3f}"
-        rows.append((label, f"{block['clean_accuracy']:.3f}", robust, "-" if dense is None else f"{dense:.3f}"))
+        rows.append((label, f"{block[V.CLEAN_ACCURACY]:.3f}", robust, "-" if dense is None else f"{dense:.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    block = summary.get("robust_model") or summary.get("clean_model") or {}
+    block = summary.get(V.ROBUST_MODEL) or summary.get(V.CLEAN_MODEL) or {}
     if block.get("evaluation"):
         lines.append(f"robust accuracy: {block['evaluation']} attack cascade on {block['n_examples']} held-out "
                      "examples (± 1 SE)")
     for name, diff in (summary.get("paired") or {}).items():
         lines.append(f"paired {name.replace('_', ' ')}: {diff['value']:+.3f} ± {diff['se']:.3f}")
-    if summary.get("relative_weight_change") is not None:
-        lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary['relative_weight_change']:.3f}")
-        lines.append(f"median theta(w_i, w'_i): {summary['median_theta_clean_robust']:.3f}")
+    if summary.get(V.RELATIVE_WEIGHT_CHANGE) is not None:
+        lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary[V.RELATIVE_WEIGHT_CHANGE]:.3f}")
+        lines.append(f"median theta(w_i, w'_i): {summary[V.MEDIAN_THETA]:.3f}")
     if summary.get("purification"):
         p = summary["purification"]
         lines.append(f"dense alignment {p['dense_alignment_clean']:.3f} -> {p['dense_alignment_robust']:.3f} "

@@ -16,6 +16,7 @@ from purify.experiments import digits as D
 from purify.experiments import lazy_adversarial as LA
 from purify.experiments import lazy_single_step as LSS
 from purify.experiments.framework import Context
+from purify.experiments.scaling import loglog_slope
 
 
 def _ctx(tmp_path: Path, seed: int = 0) -> Context:
@@ -89,9 +90,9 @@ def test_sphere_mixture_concentrates_at_the_predicted_margin():
 
 def test_loglog_slope_recovers_a_power_law_and_skips_nan():
     d = np.array([25.0, 100, 400, 784])
-    assert LSS.loglog_slope(d, 3 * d**-0.5) == pytest.approx(-0.5)
-    assert LSS.loglog_slope(d, np.array([2.0, np.nan, 8.0, np.nan])) == pytest.approx(0.5)
-    assert math.isnan(LSS.loglog_slope(d, np.array([1.0, np.nan, np.nan, np.nan])))
+    assert loglog_slope(d, 3 * d**-0.5) == pytest.approx(-0.5)
+    assert loglog_slope(d, np.array([2.0, np.nan, 8.0, np.nan])) == pytest.approx(0.5)
+    assert math.isnan(loglog_slope(d, np.array([1.0, np.nan, np.nan, np.nan])))
 
 
 def test_crossing_interpolates_in_log_scale_and_needs_a_bracket():

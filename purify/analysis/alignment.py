@@ -38,6 +38,7 @@ every variant pure and dense parts split the same coordinates.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from purify.analysis.mixture import (
     active_neurons,
@@ -45,6 +46,7 @@ from purify.analysis.mixture import (
     dense_alignment_of,
     pure_mask,
 )
+from purify.attacks import Norm
 
 #: Surgery variants in the order they are stored (:func:`surgery_weights`).
 SURGERY = ("clean", "clean_minus_dense_mwstar", "clean_pure", "clean_pure_robust_dense",
@@ -87,15 +89,6 @@ def dense_alignment(W, M, w_star, k: int, *, pure_fraction: float | None = None,
     return dense_alignment_of(C, w_star, pure_mask(C, f, max_pure), np.linalg.norm(W, axis=1))
 
 
-def dual_exponent(norm: str) -> float:
-    """``q`` with ``1/p + 1/q = 1`` for the attack norm ``"l2"`` (``q = 2``) or ``"linf"`` (``q = 1``)."""
-    if norm == "l2":
-        return 2.0
-    if norm == "linf":
-        return 1.0
-    raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-
-
 def effective_r(W, b, k: int, norm: str = "l2") -> np.ndarray:
     """Effective thresholds ``r_i = b_i √k / ‖w_i‖_q`` ``(m,)``, ``q`` dual of ``norm`` (NaN for a zero neuron).
 
@@ -107,7 +100,7 @@ def effective_r(W, b, k: int, norm: str = "l2") -> np.ndarray:
     norm : attack norm, ``"l2"`` or ``"linf"``.
     """
     W, b = _f64(W), _f64(b)
-    wq = np.linalg.norm(W, ord=dual_exponent(norm), axis=1)
+    wq = Norm(norm).dual_norm(torch.from_numpy(W)).numpy()
     return np.divide(b * np.sqrt(k), wq, out=np.full(wq.shape, np.nan), where=wq > 0)
 
 

@@ -67,6 +67,7 @@ from threadpoolctl import threadpool_limits
 from purify import rng
 from purify.analysis.rundata import RunData
 from purify.attacks import make_attack
+from purify.evaluate import sign_correct
 
 NAME = "lasso"
 DICTIONARIES = ("random", "clean", "robust", "true")
@@ -253,7 +254,7 @@ def select_examples(data: RunData, n: int) -> tuple[np.ndarray, int]:
         for start in range(0, n_test, chunk):
             sl = slice(start, min(start + chunk, n_test))
             out = net.forward(test.x[sl])
-            ok = (torch.where(out >= 0, 1.0, -1.0).to(test.y.dtype) == test.y[sl]).numpy()
+            ok = sign_correct(out, test.y[sl]).numpy()
             idx = np.arange(sl.start, sl.stop)
             chosen += idx[ok].tolist()
             wrong += idx[~ok].tolist()

@@ -223,6 +223,12 @@ def compute(
         return np.array([_median(values[s], active[s]) for s in range(len(steps))])
 
     i_clean, i_final = step_list.index(data.clean_end), step_list.index(data.final)
+
+    def at_ends(name: str, values: np.ndarray, what: str) -> dict:
+        """``{name}_clean`` and ``{name}_robust``: the per-step ``values`` at the end of each phase."""
+        return {f"{name}_{end}": ((), values[i], {"long_name": f"{what} at the end of {phase} training"})
+                for end, i, phase in (("clean", i_clean, "clean"), ("robust", i_final, "adversarial"))}
+
     sn = ("step", "neuron")
     ds = xr.Dataset(
         {
@@ -258,22 +264,10 @@ def compute(
                                        {"long_name": "median dense_alignment over active neurons"}),
             "beta_grand_mean": ("step", beta_grand,
                                 {"long_name": "(1/(m D)) sum_i sum_{j not in N_i} beta_ij (Theorem 5.2, Lemma E.2)"}),
-            "dense_to_pure_clean": ((), medians(dense_to_pure)[i_clean],
-                                    {"long_name": "median dense_norm / pure_norm at the end of clean training"}),
-            "dense_to_pure_robust": ((), medians(dense_to_pure)[i_final],
-                                     {"long_name": "median dense_norm / pure_norm at the end of adversarial training"}),
-            "dense_norm_clean": ((), medians(per["dense_norm"])[i_clean],
-                                 {"long_name": "median dense_norm at the end of clean training"}),
-            "dense_norm_robust": ((), medians(per["dense_norm"])[i_final],
-                                  {"long_name": "median dense_norm at the end of adversarial training"}),
-            "dense_alignment_clean": ((), medians(align)[i_clean],
-                                      {"long_name": "median dense_alignment at the end of clean training"}),
-            "dense_alignment_robust": ((), medians(align)[i_final],
-                                       {"long_name": "median dense_alignment at the end of adversarial training"}),
-            "pure_norm_clean": ((), medians(per["pure_norm"])[i_clean],
-                                {"long_name": "median pure_norm at the end of clean training"}),
-            "pure_norm_robust": ((), medians(per["pure_norm"])[i_final],
-                                 {"long_name": "median pure_norm at the end of adversarial training"}),
+            **at_ends("dense_to_pure", medians(dense_to_pure), "median dense_norm / pure_norm"),
+            **at_ends("dense_norm", medians(per["dense_norm"]), "median dense_norm"),
+            **at_ends("dense_alignment", medians(align), "median dense_alignment"),
+            **at_ends("pure_norm", medians(per["pure_norm"]), "median pure_norm"),
         },
         coords={"step": steps, "neuron": np.arange(m)},
     )

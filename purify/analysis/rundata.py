@@ -17,6 +17,7 @@ import torch
 import xarray as xr
 
 from purify import rng
+from purify import schema as V
 from purify import store as S
 from purify.config import RunConfig
 from purify.data import Batch, SparseCodingProblem
@@ -44,16 +45,16 @@ class RunData:
         run = S.run_dir(run)
         attrs = S.read_attrs(run)
         root = S.open_run(run, require_complete=require_complete)
-        return cls(run, RunConfig.from_json(attrs["config_json"]), root, S.open_run(run, "snapshots"))
+        return cls(run, RunConfig.from_json(attrs["config_json"]), root, S.open_run(run, V.SNAPSHOTS))
 
     # -- the problem ------------------------------------------------------------------
 
     @cached_property
     def problem(self) -> SparseCodingProblem:
-        prob = S.open_run(self.run, "problem")
+        prob = S.open_run(self.run, V.PROBLEM)
         dc = self.config.data
         return SparseCodingProblem(
-            torch.from_numpy(prob.M.values), torch.from_numpy(prob.w_star.values), dc.levels,
+            torch.from_numpy(prob[V.M].values), torch.from_numpy(prob[V.W_STAR].values), dc.levels,
             dc.sigma_x, dc.spike_level or 0.0, dc.spike_prob or 0.0)
 
     @property
@@ -90,7 +91,7 @@ class RunData:
 
     def W(self, step: int) -> np.ndarray:
         """Weights ``(m, d)`` at snapshot ``step``."""
-        return self.snapshots.W.sel(step=step).values
+        return self.snapshots[V.W].sel(step=step).values
 
     def coefficients(self, step: int) -> np.ndarray:
         """Neurons in the dictionary basis, ``<M_j, w_i>``: ``(m, D)``."""
@@ -115,19 +116,19 @@ class RunData:
             :func:`purify.plots.lottery_trajectories` takes.
         """
         idx = np.asarray(neurons, dtype=np.int64).reshape(-1)
-        m = int(self.snapshots.sizes["neuron"])
+        m = int(self.snapshots.sizes[V.NEURON])
         if idx.size and (idx.min() < 0 or idx.max() >= m):
             raise IndexError(f"neuron indices must be in [0, {m}); got {idx.tolist()}")
-        W = self.snapshots.W.isel(neuron=idx).values.astype(np.float64)  # (step, len(idx), d)
+        W = self.snapshots[V.W].isel(neuron=idx).values.astype(np.float64)  # (step, len(idx), d)
         C = W @ self.M.astype(np.float64)
-        coords = {"step": self.steps, "neuron": idx, "feature": np.arange(C.shape[-1])}
-        if "phase" in self.snapshots.coords:
-            coords["phase"] = ("step", self.snapshots.phase.values)
-        return xr.DataArray(C, dims=("step", "neuron", "feature"), coords=coords,
+        coords = {V.STEP: self.steps, V.NEURON: idx, V.FEATURE: np.arange(C.shape[-1])}
+        if V.PHASE in self.snapshots.coords:
+            coords[V.PHASE] = (V.STEP, self.snapshots[V.PHASE].values)
+        return xr.DataArray(C, dims=(V.STEP, V.NEURON, V.FEATURE), coords=coords,
                             attrs={"long_name": "<M_j, w_i> at each snapshot"})
 
     def network(self, step: int, W: np.ndarray | None = None) -> SymmetricReLUNet:
         """The network at ``step`` (its stored bias and smoothing), optionally with other weights."""
         snap = self.snapshots.sel(step=step)
         return SymmetricReLUNet(torch.from_numpy(self.W(step) if W is None else W),
-                                torch.from_numpy(snap.b.values), torch.from_numpy(snap.sigma_rho.values))
+                                torch.from_numpy(snap[V.B].values), torch.from_numpy(snap[V.SIGMA_RHO].values))

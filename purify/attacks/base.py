@@ -35,8 +35,9 @@ class Norm:
         return v.norm(dim=1) if self.name == "l2" else v.abs().amax(dim=1)
 
     def dual_norm(self, g: Tensor) -> Tensor:
-        """Row-wise ``‖g‖_q`` with ``1/p + 1/q = 1``."""
-        return g.norm(dim=1) if self.name == "l2" else g.abs().sum(dim=1)
+        """Row-wise ``‖g‖_q`` with ``1/p + 1/q = 1`` (``q = 2`` for ℓ₂, 1 for ℓ∞), shape ``(n,)``:
+        by Hölder, ``max_{‖δ‖_p ≤ τ} <g, δ> = τ ‖g‖_q``."""
+        return torch.linalg.vector_norm(g, ord=2.0 if self.name == "l2" else 1.0, dim=1)
 
     def normalize(self, g: Tensor) -> Tensor:
         """``argmax_{‖v‖_p ≤ 1} <g, v>`` row-wise (``g/‖g‖₂`` or ``sign g``); zero rows stay zero."""

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from purify.attacks.base import Attack, AttackOptions, Norm
 from purify.learners.base import Learner
+from purify.norms import sign
 
 START_KINDS = ("zero", "dense", "random")
 SCHEDULES = ("cosine", "apgd")
@@ -279,7 +280,7 @@ def attack_strength(
                           dense_direction=dense_direction)
     n = x.shape[0]
     broken = torch.zeros(len(steps_grid), len(attack.starts), n, dtype=torch.bool, device=x.device)
-    clean_ok = torch.where(model.forward(x) >= 0, 1.0, -1.0).to(y.dtype) == y  # sign(0) = +1
+    clean_ok = sign(model.forward(x)) == y
     for j, i, one in attack.runs(model, x, y, tau, generator=generator):
         done = broken[: i + 1, : j + 1].flatten(0, 1).any(dim=0) | ~clean_ok
         rows = torch.nonzero(~done).flatten()

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from purify.learners.base import Learner
+from purify.norms import sign
 
 
 @dataclass
@@ -24,10 +25,6 @@ class SingleStep:
     grad_norm: Tensor
     delta_norm: Tensor
     flipped: Tensor
-
-
-def _sign(v: Tensor) -> Tensor:
-    return torch.where(v >= 0, 1.0, -1.0).to(v.dtype)  # sign(0) = +1, the labels' convention
 
 
 def single_step(
@@ -55,11 +52,11 @@ def single_step(
     if not 0 < eta_min < eta_max:
         raise ValueError(f"need 0 < eta_min < eta_max, got {eta_min}, {eta_max}")
     out, grad = model.forward_and_input_grad(x)
-    s0 = _sign(out)
+    s0 = sign(out)
     direction = -s0[:, None] * grad  # moving along it lowers s0·f at first order
 
     def flips(scale: Tensor) -> Tensor:
-        return _sign(model.forward(x + scale[:, None] * direction)) != s0
+        return sign(model.forward(x + scale[:, None] * direction)) != s0
 
     n = x.shape[0]
     lo = torch.zeros(n, dtype=x.dtype, device=x.device)  # largest |η| known not to flip
@@ -78,7 +75,7 @@ def single_step(
         xf, df, sf = x[found], direction[found], s0[found]
         for _ in range(bisections):
             mid = (a + b) / 2
-            f = _sign(model.forward(xf + mid[:, None] * df)) != sf
+            f = sign(model.forward(xf + mid[:, None] * df)) != sf
             b = torch.where(f, mid, b)
             a = torch.where(f, a, mid)
         hi[found] = b

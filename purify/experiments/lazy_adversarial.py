@@ -35,6 +35,7 @@ from purify.evaluate import robust_correct, sign_correct
 from purify.experiments.digits import BinaryTask
 from purify.experiments.framework import Claim, Context, Result
 from purify.experiments.lazy_single_step import mixture_task
+from purify.experiments.scaling import loglog_slope
 from purify.fit import FitConfig, fit
 from purify.learners.lazy import LazyReLUNet
 from purify.plots.style import finish, new_figure
@@ -220,13 +221,6 @@ def thresholds(by_radius: xr.Dataset, by_deviation: xr.Dataset) -> xr.Dataset:
     )
 
 
-def slope(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(y) & (y > 0)
-    if ok.sum() < 2:
-        return math.nan
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
-
-
 # ----------------------------------------------------------------------------- figures
 
 
@@ -283,18 +277,22 @@ def heatmaps(by_radius: xr.Dataset, by_deviation: xr.Dataset, th: xr.Dataset) ->
 # ----------------------------------------------------------------------------- claims
 
 
+def _scaling_claim(th: xr.Dataset, x: str, var: str, scaled: str, claim: str, paper: str) -> Claim:
+    """The claim that ``th[var]`` scales as ``x^{-1/2}``: the fitted log-log slope, and the constants
+    ``th[var]·√x`` (``th[var + "_sqrt_" + x]``, labelled ``scaled``) that should then be flat."""
+    xs = th[x].values.astype(float)
+    s = loglog_slope(xs, th[var].values)
+    consts = ", ".join(f"{c:.1f}" if np.isfinite(c) else "—" for c in th[f"{var}_sqrt_{x}"].values)
+    return Claim(claim, f"slope {s:+.2f}; {scaled} = {consts} at {x} = {', '.join(str(int(v)) for v in xs)}", paper,
+                 bool(abs(s - THEORY_SLOPE) <= SLOPE_TOLERANCE) if np.isfinite(s) else None)
+
+
 def claims(by_radius: xr.Dataset, by_deviation: xr.Dataset, th: xr.Dataset) -> list[Claim]:
-    out = []
-    d = th["d"].values.astype(float)
-    s_r = slope(d, th["radius_star"].values)
-    consts = ", ".join(f"{c:.1f}" if np.isfinite(c) else "—" for c in th["radius_star_sqrt_d"].values)
-    out.append(Claim(
+    out = [_scaling_claim(
+        th, "d", "radius_star", "R*·√d",
         f"robustness radius R*(d) where robust accuracy falls through ½ scales as 1/√d (Fig. 4 left, "
         f"m={by_radius.attrs['m']}; agreement: slope within ±{SLOPE_TOLERANCE} of −1/2)",
-        f"slope {s_r:+.2f}; R*·√d = {consts} at d = {', '.join(str(int(x)) for x in d)}",
-        "sharp drop at ‖δ‖ ≈ 5/√d (R*·√d ≈ 5)",
-        bool(np.isfinite(s_r) and abs(s_r - THEORY_SLOPE) <= SLOPE_TOLERANCE) if np.isfinite(s_r) else None,
-    ))
+        "sharp drop at ‖δ‖ ≈ 5/√d (R*·√d ≈ 5)")]
     acc = by_radius["robust_accuracy"].mean("seed", skipna=True)
     scaled = by_radius["radius"] * np.sqrt(by_radius["d"]) / PAPER_RADIUS_CONSTANT  # R / (5/√d)
     below = float(acc.where(scaled <= 0.5).mean())
@@ -306,16 +304,11 @@ def claims(by_radius: xr.Dataset, by_deviation: xr.Dataset, th: xr.Dataset) -> l
         "robust to smaller perturbations; accuracy 0 slightly above 5/√d",
         (below >= 0.9 and above <= 0.1) if np.isfinite(below) and np.isfinite(above) else None,
     ))
-    m = th["m"].values.astype(float)
-    s_v = slope(m, th["V_star"].values)
-    consts = ", ".join(f"{c:.1f}" if np.isfinite(c) else "—" for c in th["V_star_sqrt_m"].values)
-    out.append(Claim(
+    out.append(_scaling_claim(
+        th, "m", "V_star", "V*·√m",
         f"deviation V*(m) needed for robust accuracy ½ scales as 1/√m (Fig. 4 right, d={by_deviation.attrs['d']}, "
         f"‖δ‖={by_deviation.attrs['radius']:g}; agreement: slope within ±{SLOPE_TOLERANCE} of −1/2)",
-        f"slope {s_v:+.2f}; V*·√m = {consts} at m = {', '.join(str(int(x)) for x in m)}",
-        "phase transition at V = O(1/√m), about 25/√m (V*·√m ≈ 25, d = 784)",
-        bool(abs(s_v - THEORY_SLOPE) <= SLOPE_TOLERANCE) if np.isfinite(s_v) else None,
-    ))
+        "phase transition at V = O(1/√m), about 25/√m (V*·√m ≈ 25, d = 784)"))
     acc_r = by_deviation["robust_accuracy"].mean("seed", skipna=True)
     top = acc_r.isel(V=-1).values
     bottom = acc_r.isel(V=0).values
@@ -323,7 +316,7 @@ def claims(by_radius: xr.Dataset, by_deviation: xr.Dataset, th: xr.Dataset) -> l
         "small V: not robust; large V: completely robust (Fig. 4 right; agreement: ≤ 0.1 at the smallest V and "
         "≥ 0.95 at the largest, every m)",
         f"robust accuracy at V={float(acc_r['V'][0]):g}: {', '.join(f'{a:.2f}' for a in bottom)}; "
-        f"at V={float(acc_r['V'][-1]):g}: {', '.join(f'{a:.2f}' for a in top)} (m = {', '.join(str(int(x)) for x in m)})",
+        f"at V={float(acc_r['V'][-1]):g}: {', '.join(f'{a:.2f}' for a in top)} (m = {', '.join(str(int(x)) for x in th['m'].values)})",
         "robust accuracy 0 below the transition, 1 slightly above it",
         bool(np.all(bottom <= 0.1) and np.all(top >= 0.95)),
     ))

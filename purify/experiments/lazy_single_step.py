@@ -34,6 +34,7 @@ from purify.attacks import single_step
 from purify.evaluate import sign_correct
 from purify.experiments.digits import BinaryTask, digits_task
 from purify.experiments.framework import Claim, Context, Result
+from purify.experiments.scaling import loglog_slope
 from purify.fit import FitConfig, fit
 from purify.learners.lazy import LazyReLUNet
 from purify.plots.style import finish, new_figure
@@ -252,14 +253,6 @@ def run_grid(ctx: Context, grid: SingleStepGrid) -> tuple[xr.Dataset, xr.Dataset
         _, side, m, c0, _ = hist_cell[dt]
         hds.attrs[f"cell_{dt}"] = f"d={side * side} m={m} C0={c0:g} seed=0"
     return ds, hds
-
-
-def loglog_slope(d: np.ndarray, values: np.ndarray) -> float:
-    """Least-squares slope of ``log values`` against ``log d`` (NaN with fewer than 2 points)."""
-    ok = np.isfinite(values) & (values > 0)
-    if ok.sum() < 2:
-        return math.nan
-    return float(np.polyfit(np.log(d[ok]), np.log(values[ok]), 1)[0])
 
 
 def curve(ds: xr.Dataset, var: str, data: str, m: int, c0: float) -> np.ndarray:

@@ -60,7 +60,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from purify.attacks import Attack, make_attack
+from purify.attacks import Attack, Norm, make_attack
 from purify.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from purify.data import SparseCodingProblem
 from purify.evaluate import accuracy, evaluate
@@ -200,7 +200,7 @@ def linear_exact_accuracy(model: LinearModel, x: Tensor, y: Tensor, norm: str, t
     The worst perturbation lowers the margin by exactly ``τ ‖v‖_q`` (Hölder, tight), so this is
     the true robust accuracy, which the strongest attacker must match on a linear model.
     """
-    dual = model.v.norm() if norm == "l2" else model.v.abs().sum()
+    dual = Norm(norm).dual_norm(model.v[None])[0]
     return float(((y * model.forward(x)) > tau * dual).to(torch.float64).mean())
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from purify.norms import sign
+
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 #: b/σ_ρ from which the half of a neuron facing away from u is negligible (see _smoothed_one_sided).
 _ONE_SIDED = 10.0
@@ -200,6 +202,5 @@ class SymmetricReLUNet:
         if lam:
             grad = grad + lam * regularizer_grad(self.W)
             loss = loss + lam * regularizer(self.W)
-        # sign(0) = +1, as everywhere in purify (labels, evaluate.accuracy)
-        accuracy = (torch.where(out >= 0, 1.0, -1.0).to(y.dtype) == y).to(x.dtype).mean()
+        accuracy = (sign(out) == y).to(x.dtype).mean()
         return StepResult(float(loss), float(accuracy), grad)

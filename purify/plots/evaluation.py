@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from purify import schema as V
 from purify.evaluate import standard_error
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, new_figure
 
@@ -38,11 +39,11 @@ def threshold_frontier(threshold: xr.Dataset, evaluation: xr.Dataset, *, caption
     fig = new_figure(5.2 * len(norms) + 0.6, 4.6)
     axes = np.atleast_1d(fig.subplots(1, len(norms), squeeze=False)[0])
     r = np.asarray(threshold.r.values, np.float64)
-    clean = np.asarray(threshold.clean_accuracy.values, np.float64)
+    clean = np.asarray(threshold[V.CLEAN_ACCURACY].values, np.float64)
     models = [m for m in as_list(evaluation.model.values) if m in FRONTIER_MODELS]
     for ax, norm in zip(axes, norms, strict=True):
-        fast = np.asarray(threshold.robust_accuracy_fast.sel(norm=norm).values, np.float64)
-        full = np.asarray(threshold.robust_accuracy.sel(norm=norm).values, np.float64)
+        fast = np.asarray(threshold[V.ROBUST_ACCURACY_FAST].sel(norm=norm).values, np.float64)
+        full = np.asarray(threshold[V.ROBUST_ACCURACY].sel(norm=norm).values, np.float64)
         ax.plot(clean, fast, ".-", color="0.5", lw=1.2, label="threshold baseline, cheap attacks")
         for i in range(0, r.size, 2):
             ax.annotate(f"r={r[i]:.1f}", (clean[i], fast[i]), fontsize=6, color="0.4",
@@ -50,8 +51,8 @@ def threshold_frontier(threshold: xr.Dataset, evaluation: xr.Dataset, *, caption
         ok = ~np.isnan(full)
         ax.plot(clean[ok], full[ok], "o", mfc="none", color="tab:green", label="candidates, full cascade")
         for m in models:
-            c = evaluation.clean_correct.sel(model=m).values
-            rob = evaluation.robust_correct.sel(model=m, norm=norm).values
+            c = evaluation[V.CLEAN_CORRECT].sel(model=m).values
+            rob = evaluation[V.ROBUST_CORRECT].sel(model=m, norm=norm).values
             color, label = FRONTIER_MODELS[m]
             ax.errorbar(c.mean(), rob.mean(), xerr=standard_error(c), yerr=standard_error(rob), fmt="s",
                         color=color, ms=6, capsize=3, label=label)
@@ -62,7 +63,7 @@ def threshold_frontier(threshold: xr.Dataset, evaluation: xr.Dataset, *, caption
         ax.legend(fontsize=7, loc="best")
     strength = evaluation.attrs.get("strength", "?")
     return finish(fig, f"Threshold baseline: clean weights, biases b_i = r ‖w_i‖/√k ({strength} evaluation, "
-                       f"selected r = {threshold.attrs.get('selected_r', float('nan')):.1f})", caption)
+                       f"selected r = {threshold.attrs.get(V.SELECTED_R, float('nan')):.1f})", caption)
 
 
 def attack_strength(ds: xr.Dataset, *, caption: str = "") -> Figure:
@@ -73,7 +74,7 @@ def attack_strength(ds: xr.Dataset, *, caption: str = "") -> Figure:
     steps = np.asarray(ds.steps.values, np.float64)
     n = int(ds.attrs.get("n_examples", 0))
     for s in as_list(ds.starts.values):
-        acc = np.asarray(ds.accuracy.sel(starts=s).values, np.float64)
+        acc = np.asarray(ds[V.ACCURACY].sel(starts=s).values, np.float64)
         se = np.sqrt(acc * (1 - acc) / max(n - 1, 1))
         ax.errorbar(steps, acc, yerr=se, fmt="o-", capsize=3, label=f"{s} start{'s' if s != 1 else ''}")
     ax.set_xscale("log")

@@ -16,6 +16,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from purify import schema as V
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, new_figure
 from purify.plots.training import clean_end_of
 
@@ -73,20 +74,20 @@ def robust_vs_tau(
     fig = new_figure(5.0 * len(norms) + 2.6, 4.4)
     axes = np.atleast_1d(fig.subplots(1, len(norms), squeeze=False)[0])
     for ax, norm in zip(axes, norms, strict=True):
-        tau = np.concatenate([[0.0], np.asarray(root.tau.sel(norm=norm).values, np.float64)])
+        tau = np.concatenate([[0.0], np.asarray(root[V.TAU].sel(norm=norm).values, np.float64)])
         for key, _, step in models:
             color = MODEL_COLORS[key]
-            clean = float(root.clean_accuracy.sel(step=step))
+            clean = float(root[V.CLEAN_ACCURACY].sel(step=step))
             for a in attacks:
-                acc = np.asarray(root.robust_accuracy.sel(step=step, norm=norm, attack=a).values, np.float64)
+                acc = np.asarray(root[V.ROBUST_ACCURACY].sel(step=step, norm=norm, attack=a).values, np.float64)
                 ax.plot(tau, np.concatenate([[clean], acc]), color=color, ls=styles[a], lw=1.2)
-            best = np.asarray(root.strongest_accuracy.sel(step=step, norm=norm).values, np.float64)
+            best = np.asarray(root[V.STRONGEST_ACCURACY].sel(step=step, norm=norm).values, np.float64)
             ax.plot(tau, np.concatenate([[clean], best]), "o-", color=color, lw=2.2, ms=4)
-        if "ideal_strongest_accuracy" in root:
-            ideal = np.asarray(root.ideal_strongest_accuracy.sel(norm=norm).values, np.float64)
-            ax.plot(tau, np.concatenate([[float(root.ideal_clean_accuracy)], ideal]), "--",
+        if V.IDEAL_STRONGEST_ACCURACY in root:
+            ideal = np.asarray(root[V.IDEAL_STRONGEST_ACCURACY].sel(norm=norm).values, np.float64)
+            ax.plot(tau, np.concatenate([[float(root[V.IDEAL_CLEAN_ACCURACY])], ideal]), "--",
                     color=MODEL_COLORS["ideal"], lw=1.8)
-        run_tau = float(root.tau.sel(norm=norm, radius=1.0)) if 1.0 in as_list(root.radius.values) else None
+        run_tau = float(root[V.TAU].sel(norm=norm, radius=1.0)) if 1.0 in as_list(root.radius.values) else None
         if run_tau is not None:
             ax.axvline(run_tau, color="0.6", lw=0.8, ls=":")
         label = NORM_LABEL.get(norm, norm)
@@ -97,7 +98,7 @@ def robust_vs_tau(
         ax.set_xlim(left=0.0)
 
     handles = [Line2D([], [], color=MODEL_COLORS[key], lw=2.2, label=label) for key, label, _ in models]
-    if "ideal_strongest_accuracy" in root:
+    if V.IDEAL_STRONGEST_ACCURACY in root:
         handles.append(Line2D([], [], color=MODEL_COLORS["ideal"], ls="--", lw=1.8,
                               label="ideal model, strongest"))
     handles.append(Line2D([], [], color="0.2", lw=2.2, marker="o", ms=4, label="strongest (per example)"))

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from purify import schema as V
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, labels, mark_phases, new_figure
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 def clean_end_of(root: xr.Dataset) -> int | None:
     """Last step of clean training, read from the ``phase`` coordinate of ``step`` (or of
     ``iteration``); ``None`` when the record has no clean phase."""
-    for dim, phase in (("step", "phase"), ("iteration", "iteration_phase")):
+    for dim, phase in ((V.STEP, V.PHASE), (V.ITERATION, V.ITERATION_PHASE)):
         if phase in root.coords:
             is_clean = labels(root[phase].values) == "clean"
             if is_clean.any():
@@ -49,7 +50,7 @@ def training_curves(root: xr.Dataset, *, norm: str = "l2", radius: float = 1.0, 
     """
     clean_end = clean_end_of(root)
     it = np.asarray(root.iteration.values)
-    it_phase = (labels(root.iteration_phase.values) if "iteration_phase" in root.coords
+    it_phase = (labels(root[V.ITERATION_PHASE].values) if V.ITERATION_PHASE in root.coords
                 else np.full(it.shape, "clean", dtype=object))
     steps = np.asarray(root.step.values)
     x_max = float(max(it.max(initial=0), steps.max(initial=0)))
@@ -58,8 +59,8 @@ def training_curves(root: xr.Dataset, *, norm: str = "l2", radius: float = 1.0, 
     ax_loss, ax_acc, ax_eval = fig.subplots(1, 3)
     phase_style = {"clean": ("clean training (clean batch)", MODEL_COLORS["clean"]),
                    "adversarial": ("adversarial training (perturbed batch)", MODEL_COLORS["robust"])}
-    for ax, var, ylabel in ((ax_loss, "loss", "training loss (logistic)"),
-                            (ax_acc, "train_accuracy", "training accuracy")):
+    for ax, var, ylabel in ((ax_loss, V.LOSS, "training loss (logistic)"),
+                            (ax_acc, V.TRAIN_ACCURACY, "training accuracy")):
         values = np.asarray(root[var].values, np.float64)
         for phase, (label, color) in phase_style.items():
             sel = it_phase == phase
@@ -73,23 +74,23 @@ def training_curves(root: xr.Dataset, *, norm: str = "l2", radius: float = 1.0, 
     ax_acc.set_title("training accuracy per phase")
     ax_acc.set_ylim(-0.02, 1.02)
 
-    clean = np.asarray(root.clean_accuracy.values, np.float64)
+    clean = np.asarray(root[V.CLEAN_ACCURACY].values, np.float64)
     ax_eval.plot(steps, clean, "o-", ms=4, color=MODEL_COLORS["clean"], label="clean accuracy")
     title = "held-out accuracy"
-    if "strongest_accuracy" in root and norm in as_list(root.norm.values):
+    if V.STRONGEST_ACCURACY in root and norm in as_list(root.norm.values):
         radii = np.asarray(root.radius.values, np.float64)
         r = float(radii[np.argmin(np.abs(radii - radius))])
-        tau = float(root.tau.sel(norm=norm, radius=r)) if "tau" in root.coords else float("nan")
-        robust = np.asarray(root.strongest_accuracy.sel(norm=norm, radius=r).values, np.float64)
+        tau = float(root[V.TAU].sel(norm=norm, radius=r)) if V.TAU in root.coords else float("nan")
+        robust = np.asarray(root[V.STRONGEST_ACCURACY].sel(norm=norm, radius=r).values, np.float64)
         ax_eval.plot(steps, robust, "s-", ms=4, color=MODEL_COLORS["robust"],
                      label=f"robust accuracy, strongest {NORM_LABEL.get(norm, norm)} attack, τ={tau:.3g}")
-        if "ideal_strongest_accuracy" in root:
-            ideal = float(root.ideal_strongest_accuracy.sel(norm=norm, radius=r))
+        if V.IDEAL_STRONGEST_ACCURACY in root:
+            ideal = float(root[V.IDEAL_STRONGEST_ACCURACY].sel(norm=norm, radius=r))
             ax_eval.axhline(ideal, color=MODEL_COLORS["ideal"], ls="--", lw=1,
                             label="ideal model, robust (reference)")
         title += f" (radius {r:g}·τ)"
-    if "ideal_clean_accuracy" in root:
-        ax_eval.axhline(float(root.ideal_clean_accuracy), color=MODEL_COLORS["ideal"], ls=(0, (1, 1)), lw=1,
+    if V.IDEAL_CLEAN_ACCURACY in root:
+        ax_eval.axhline(float(root[V.IDEAL_CLEAN_ACCURACY]), color=MODEL_COLORS["ideal"], ls=(0, (1, 1)), lw=1,
                         label="ideal model, clean (reference)")
     mark_phases(ax_eval, clean_end, x_max)
     ax_eval.set_ylim(-0.02, 1.02)

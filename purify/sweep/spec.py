@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from purify import schema as V
 from purify.config import (
     ConfigError,
     DataConfig,
@@ -51,32 +52,32 @@ TOP_LEVEL = ("seed", "problem_seed", "device", "preset")
 #: "before" is the network at the end of clean training, "after" at the end of adversarial
 #: training; robust accuracies are per-example worst attacker at the l2 radius tau (radius 1).
 SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
-    "clean_accuracy_before": (("clean_model", "clean_accuracy"), "held-out clean accuracy after clean training"),
-    "robust_accuracy_before": (("clean_model", "robust_accuracy"),
+    "clean_accuracy_before": ((V.CLEAN_MODEL, V.CLEAN_ACCURACY), "held-out clean accuracy after clean training"),
+    "robust_accuracy_before": ((V.CLEAN_MODEL, V.ROBUST_ACCURACY),
                                "strongest-attack l2 accuracy at tau after clean training (Thm 5.1c)"),
-    "robust_accuracy_linf_before": (("clean_model", "robust_accuracy_linf"),
+    "robust_accuracy_linf_before": ((V.CLEAN_MODEL, V.ROBUST_ACCURACY_LINF),
                                     "strongest-attack linf accuracy after clean training"),
-    "dense_accuracy_before": (("clean_model", "robust_accuracy_by_attack", "dense"),
+    "dense_accuracy_before": ((V.CLEAN_MODEL, V.ROBUST_ACCURACY_BY_ATTACK, "dense"),
                               "accuracy under the dense direction -tau y Mw*/|Mw*| after clean training"),
-    "clean_accuracy_after": (("robust_model", "clean_accuracy"),
+    "clean_accuracy_after": ((V.ROBUST_MODEL, V.CLEAN_ACCURACY),
                              "held-out clean accuracy after adversarial training"),
-    "robust_accuracy_after": (("robust_model", "robust_accuracy"),
+    "robust_accuracy_after": ((V.ROBUST_MODEL, V.ROBUST_ACCURACY),
                               "strongest-attack l2 accuracy at tau after adversarial training (Thm 5.3)"),
-    "robust_accuracy_linf_after": (("robust_model", "robust_accuracy_linf"),
+    "robust_accuracy_linf_after": ((V.ROBUST_MODEL, V.ROBUST_ACCURACY_LINF),
                                    "strongest-attack linf accuracy after adversarial training"),
-    "dense_accuracy_after": (("robust_model", "robust_accuracy_by_attack", "dense"),
+    "dense_accuracy_after": ((V.ROBUST_MODEL, V.ROBUST_ACCURACY_BY_ATTACK, "dense"),
                              "accuracy under the dense direction after adversarial training"),
-    "robust_accuracy_bias_only": (("bias_only_model", "robust_accuracy"),
+    "robust_accuracy_bias_only": ((V.BIAS_ONLY_MODEL, V.ROBUST_ACCURACY),
                                   "strongest-attack l2 accuracy at tau of the clean weights under the "
                                   "adversarial-training biases (NaN with adv_bias = clean)"),
-    "ideal_clean_accuracy": (("ideal_model", "clean_accuracy"), "clean accuracy of the ideal model (Allen-Zhu & Li §3)"),
-    "ideal_robust_accuracy": (("ideal_model", "robust_accuracy"),
+    "ideal_clean_accuracy": ((V.IDEAL_MODEL, V.CLEAN_ACCURACY), "clean accuracy of the ideal model (Allen-Zhu & Li §3)"),
+    "ideal_robust_accuracy": ((V.IDEAL_MODEL, V.ROBUST_ACCURACY),
                               "strongest-attack l2 accuracy at tau of the ideal model"),
-    "relative_weight_change": (("relative_weight_change",),
+    "relative_weight_change": ((V.RELATIVE_WEIGHT_CHANGE,),
                                "sum ||w_i - w'_i||^2 / sum ||w_i||^2 over adversarial training (Thm 5.3c)"),
-    "median_theta_clean_robust": (("median_theta_clean_robust",),
+    "median_theta_clean_robust": ((V.MEDIAN_THETA,),
                                   "median |cos(w_i, w'_i)| between clean and robust neurons (Thm 5.3c)"),
-    "tau": (("tau",), "l2 evaluation radius tau"),
+    "tau": ((V.TAU,), "l2 evaluation radius tau"),
     "threshold_clean_accuracy": (("threshold_model", "clean_accuracy"),
                                  "clean accuracy of the threshold baseline (clean weights, b_i = r|w_i|_q/sqrt(k))"),
     "threshold_robust_accuracy": (("threshold_model", "robust_accuracy"),
