@@ -145,7 +145,6 @@ def store_template(
     return {"": root, "snapshots": snapshots, "problem": prob}
 
 
-
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
@@ -232,22 +231,12 @@ class Simulation:
     def start_state(self, resume: bool) -> Trainer:
         """The run's trainer where the run starts: its last checkpoint on ``resume``, else step 0."""
         if resume:
-            self._check_layout()
+            _check_layout(self.run, self.timeline)
             ckpt = S.load_checkpoint(self.run)
             if ckpt is not None:
                 self.trainer.load_state_dict(ckpt)
                 self.window = _Window(*ckpt["window"])
         return self.trainer
-
-    def _check_layout(self) -> None:
-        """Refuse to resume into a store whose evaluation/log steps differ from this code's
-        timeline (a store written by another purify version): indices would be misplaced."""
-        root = S.open_run(self.run)
-        same = np.array_equal(root.step.values, self.timeline.eval_steps) and np.array_equal(
-            root.iteration.values, self.timeline.log_steps)
-        if not same:
-            raise S.StoreError(f"cannot resume {self.run}: its evaluation steps differ from those this "
-                               f"version of purify derives from its config; start it again with --overwrite")
 
     def run_steps(self, trainer: Trainer) -> Trainer:
         """Advance this run's ``trainer`` (from :meth:`start_state`) to the end, writing as it goes."""
@@ -300,6 +289,17 @@ class Simulation:
 
     def request_stop(self, *_: object) -> None:
         self._stop_requested = True
+
+
+def _check_layout(run: Path, timeline: Timeline) -> None:
+    """Refuse to resume into a store whose evaluation/log steps differ from this code's
+    timeline (a store written by another purify version): indices would be misplaced."""
+    root = S.open_run(run)
+    same = np.array_equal(root.step.values, timeline.eval_steps) and np.array_equal(
+        root.iteration.values, timeline.log_steps)
+    if not same:
+        raise S.StoreError(f"cannot resume {run}: its evaluation steps differ from those this "
+                           f"version of purify derives from its config; start it again with --overwrite")
 
 
 class _Bars:
