@@ -105,6 +105,7 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
     import purify.plots
     import purify.simulate
     import purify.store
+    import purify.trainer
 
     steps = {"clean": 0, "adversarial": 0, "evaluations": 0}
     counted: set[str] = set()
@@ -149,7 +150,7 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
                 return fn(self, *args, **kwargs)
         return wrapper
 
-    _wrap(purify.simulate, "train_step", train_step)
+    _wrap(purify.trainer, "train_step", train_step)
     _wrap(purify.simulate, "evaluate", evaluation)
     _wrap(purify.simulate.Simulation, "_write_eval", timed("evaluation point"))
     _wrap(purify.attacks.Attack, "__call__", attack_call)

@@ -34,9 +34,9 @@ from purify.attacks import FGM
 from purify.config import DataConfig, RunConfig
 from purify.data import Batch
 from purify.learners.symmetric import SymmetricReLUNet
-from purify.simulate import make_problem
 from purify.threads import configure_threads
 from purify.train import train_step
+from purify.trainer import make_problem
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 

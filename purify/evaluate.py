@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from purify.attacks import Attack
+from purify.attacks import Attack, make_attack
+from purify.config import RunConfig
+from purify.data import SparseCodingProblem
 from purify.learners.base import Learner
 from purify.norms import sign
 
@@ -31,6 +33,21 @@ class Evaluation:
     clean: float
     robust: dict[str, np.ndarray]
     strongest: dict[str, np.ndarray]
+
+
+def make_attacks(config: RunConfig, problem: SparseCodingProblem) -> dict[str, dict[str, Attack]]:
+    """``attacks[norm][name]`` for the evaluation grid of ``config.eval`` (the dense direction
+    ``M w*`` of ``problem``, on the device its dictionary lives on)."""
+    ev = config.eval
+    return {
+        norm: {
+            name: make_attack(name, norm, dense_direction=problem.dense_direction(),
+                              pgd_steps=ev.pgd_steps, pgd_rel_step=ev.pgd_rel_step,
+                              pgd_restarts=ev.pgd_restarts)
+            for name in ev.attacks
+        }
+        for norm in ev.norms
+    }
 
 
 def sign_correct(out: Tensor, y: Tensor) -> Tensor:

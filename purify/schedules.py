@@ -14,7 +14,8 @@ Two named schedules:
     simulable ``d`` (README, "Bias schedules").
 
 In both, the biases are frozen during adversarial training (Algorithm 2 does not move them);
-with ``adv_bias = "radius"`` (the default) they are first raised to :func:`radius_floor`.
+with ``adv_bias = "radius"`` (the default) they are first raised to :func:`radius_floor`
+(:class:`purify.bias_policy.BiasPolicy` decides which applies at a step).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A run is one timeline of global steps ``0 … T_c + T_a``: clean steps ``[0, T_c)`` then
 adversarial steps ``[T_c, T_c + T_a)``.  :class:`Timeline` says where evaluations, weight
-snapshots and log points fall; :func:`train_step` is one (S)GD step of either phase.  The
-orchestration (store, checkpoints, progress) lives in :mod:`purify.simulate`.
+snapshots and log points fall; :func:`train_step` is one (S)GD step of either phase.  A
+:class:`~purify.trainer.Trainer` strings the steps together; :mod:`purify.simulate` records them.
 """
 
 from __future__ import annotations

@@ -336,10 +336,9 @@ def bias_only_accuracies(data: RunData) -> dict[str, float]:
     import torch
 
     from purify import rng
-    from purify.evaluate import evaluate
+    from purify.evaluate import evaluate, make_attacks
     from purify.learners.symmetric import SymmetricReLUNet
     from purify.schedules import radius_floor
-    from purify.simulate import make_attacks
 
     cfg = data.config
     snap = data.snapshots.sel(step=data.clean_end)
@@ -445,8 +444,7 @@ def test_surgery_on_planted_weights(run):
     import torch
 
     from purify import rng
-    from purify.evaluate import evaluate
-    from purify.simulate import make_attacks
+    from purify.evaluate import evaluate, make_attacks
 
     data = RunData.open(run)
     M, w_star = data.M.astype(np.float64), data.w_star.astype(np.float64)

@@ -29,7 +29,8 @@ from purify.attacks import ConvergedPGD  # noqa: E402
 from purify.config import DataConfig, EvalConfig, NetConfig, RunConfig, TrainConfig  # noqa: E402
 from purify.learners import SymmetricReLUNet  # noqa: E402
 from purify.learners.symmetric import smooth_relu  # noqa: E402
-from purify.simulate import make_problem, simulate  # noqa: E402
+from purify.simulate import simulate  # noqa: E402
+from purify.trainer import make_problem  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:art.*")
 

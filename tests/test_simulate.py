@@ -22,6 +22,7 @@ import torch
 import xarray as xr
 
 import purify.simulate as simulate_module
+import purify.trainer as trainer_module
 from purify import store as S
 from purify.cli import build_parser, config_from_args, main
 from purify.config import RunConfig
@@ -32,7 +33,8 @@ TINY = [
     "--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",
     "--n-test", "200", "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3",
     "--clean-snapshots", "4", "--adv-snapshots", "2", "--log-points", "10", "--quiet", "--no-analysis",
-    "--eval-attack", "fast",
+    "--preset", "boundary",  # raised biases: the radius-floor and bias-only tests below
+    "--eval-attack", "fast",  # last: STANDARD replaces it
 ]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 GROUPS = ("", "snapshots", "problem", "evaluation", "threshold")  # + attack_strength above fast
@@ -175,8 +177,8 @@ def check_complete_store(run: Path, cfg: RunConfig) -> None:
     assert (root.strongest_accuracy <= root.robust_accuracy.min("attack")).all()
     assert (root.ideal_strongest_accuracy <= root.ideal_robust_accuracy.min("attack")).all()
     # the stored init and problem are those the seed defines
-    np.testing.assert_array_equal(snaps.W.sel(step=0).values, simulate_module.initial_weights(cfg).numpy())
-    np.testing.assert_array_equal(problem.M.values, simulate_module.make_problem(cfg).M.numpy())
+    np.testing.assert_array_equal(snaps.W.sel(step=0).values, trainer_module.initial_weights(cfg).numpy())
+    np.testing.assert_array_equal(problem.M.values, trainer_module.make_problem(cfg).M.numpy())
 
 
 def check_summary(run: Path) -> dict:
@@ -355,7 +357,7 @@ def test_sigint_stops_with_a_hint_and_resumes_identically(reference, tmp_path):
 
 def _stop_at(monkeypatch, step: int, sig: int) -> None:
     """Send ``sig`` to this process during training step ``step`` (1-based) of the next run."""
-    real = simulate_module.train_step
+    real = trainer_module.train_step
     calls = {"n": 0}
 
     def train_step(*args, **kwargs):
@@ -364,7 +366,7 @@ def _stop_at(monkeypatch, step: int, sig: int) -> None:
             os.kill(os.getpid(), sig)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(simulate_module, "train_step", train_step)
+    monkeypatch.setattr(trainer_module, "train_step", train_step)
 
 
 def _stopped_then_resumed(monkeypatch, run: Path, step: int, sig: int, *options) -> None:
@@ -552,7 +554,7 @@ def test_divergence_fails_cleanly(tmp_path):
     assert np.isfinite(snaps.W.values[written]).all()  # snapshots before divergence are intact
     assert np.isnan(snaps.W.values[~written]).all()
     np.testing.assert_array_equal(snaps.W.sel(step=0).values,
-                                  simulate_module.initial_weights(config_of(*TINY, "--seed", "0")).numpy())
+                                  trainer_module.initial_weights(config_of(*TINY, "--seed", "0")).numpy())
     # the failed run still reports, and is refused by a strict reader
     assert run_main("info", run)[0] == 0
     with pytest.raises(S.StoreError, match="failed"):

@@ -28,7 +28,7 @@ import pytest
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-import purify.simulate as simulate_module
+import purify.trainer as trainer_module
 from purify import store as S
 from purify.analysis import analyze
 from purify.cli import main
@@ -92,7 +92,7 @@ def flaky_runner(marker: Path):
 
 def stop_at(step: int):
     """Make ``simulate`` receive SIGINT during its ``step``-th training step (main thread)."""
-    real = simulate_module.train_step
+    real = trainer_module.train_step
     calls = {"n": 0}
 
     def train_step(*args, **kwargs):
@@ -137,7 +137,7 @@ def swept(tmp_path_factory, cluster, spec_file, cells):
     out = tmp_path_factory.mktemp("sweep") / "tiny"
     interrupted = next(c for c in cells if c.name == INTERRUPTED)
     with pytest.MonkeyPatch.context() as mp, threadpool_limits(1):
-        mp.setattr(simulate_module, "train_step", stop_at(45))
+        mp.setattr(trainer_module, "train_step", stop_at(45))
         with pytest.raises(Stopped):
             simulate(interrupted.config, cell_dir(out, interrupted), progress=False)
     assert S.read_attrs(cell_dir(out, interrupted))["status"] == "stopped"

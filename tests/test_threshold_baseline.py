@@ -22,7 +22,7 @@ from purify.cli import main
 from purify.config import RunConfig
 from purify.final_evaluation import CLEAN_SLACK, THRESHOLD_GRID, threshold_net
 from purify.learners.symmetric import SymmetricReLUNet
-from purify.simulate import make_problem
+from purify.trainer import make_problem
 
 TINY = [
     "--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20",

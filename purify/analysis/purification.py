@@ -50,8 +50,7 @@ import xarray as xr
 from purify import rng
 from purify.analysis.alignment import SURGERY, surgery_weights
 from purify.analysis.rundata import RunData
-from purify.evaluate import evaluate
-from purify.simulate import make_attacks
+from purify.evaluate import evaluate, make_attacks
 from purify.summary import cosines, relative_change
 
 NAME = "purification"

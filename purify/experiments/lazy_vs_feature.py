@@ -4,7 +4,7 @@ Every learner of ``purify.learners`` is trained on the same data ``x = Mz + ξ``
 attacked the same way (FGM, PGD and the dense direction ``M w*``, ℓ₂ and ℓ∞; docs/theory.md §3):
 
 * ``feature_clean``, ``feature_adv`` — the symmetric bias-ReLU network of §4 trained by
-  purify's own loop (:class:`purify.simulate.Simulation`, driven in memory: Algorithm 1 with
+  purify's own trainer (:class:`purify.trainer.Trainer`, in memory: Algorithm 1 with
   the ``norm`` bias schedule, then Algorithm 2 with FGM ℓ₂ at ``τ = 1/√k``);
 * ``lazy_clean``, ``lazy_adv`` — Wang et al.'s (2022) ``(1/√m) Σ a_s ReLU(<w_s,x>)`` kept in
   ``B_{2,∞}(W₀, C₀/√m)`` by projection, trained cleanly and by projected adversarial training
@@ -50,26 +50,31 @@ The full parameter set is in the root attribute ``params_json``; claims in ``cla
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 from matplotlib.figure import Figure
-from torch import Tensor
 
-from purify.attacks import Attack, Norm, make_attack
+from purify.attacks import make_attack
 from purify.config import DataConfig, EvalConfig, RunConfig, TrainConfig
-from purify.data import SparseCodingProblem
 from purify.evaluate import accuracy, evaluate
+from purify.experiments.comparison import (
+    ATTACKS,
+    cpu_generator,
+    linear_exact_accuracy,
+    make_attacks,
+    relative_change,
+    sampler,
+    train_feature_nets,
+    typical_norm,
+)
 from purify.experiments.framework import Claim, Context, Result
 from purify.fit import FitConfig, fit
-from purify.learners import IdealRobustModel, LazyReLUNet, LinearModel, NTKModel, SymmetricReLUNet
+from purify.learners import IdealRobustModel, LazyReLUNet, LinearModel, NTKModel
 from purify.plots.style import NORM_LABEL, finish, new_figure
-from purify.simulate import RunState, Simulation, initial_weights
-from purify.train import train_step
 
 TITLE = "Lazy vs feature learning: robust accuracy of every learner on the same data"
 PAPER = ("Allen-Zhu & Li 2020, §3, Thm 5.1, 5.3, 5.6 and Def. 5.5; Wang et al. 2022, Thm 3.1 and "
@@ -81,7 +86,6 @@ LEARNERS = ("feature_clean", "feature_adv", "lazy_clean", "lazy_adv", "ntk", "li
 #: The models the theory says cannot be robust (lazy regime, NTK, linear).
 LOW_COMPLEXITY = ("lazy_clean", "lazy_adv", "ntk", "linear_oracle", "logistic")
 NORMS = ("l2", "linf")
-ATTACKS = ("fgm", "pgd", "dense")
 #: A radius is in the band when the adversarially trained feature net's robust accuracy exceeds
 #: every low-complexity model's by at least this much (fixed before measuring).
 BAND_GAP = 0.2
@@ -125,115 +129,6 @@ FULL = Setting(d=200, k=10, seeds=3, n_eval=1000, radii=(0.0625, 0.125, 0.25, 0.
                logistic_c=1.0)
 
 
-# --------------------------------------------------------------------------------------
-# The feature-learning network, trained in memory by purify's own loop
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class FeatureNets:
-    """The symmetric network of one run at init, end of clean and end of adversarial training."""
-
-    sim: Simulation  # the problem, held-out set and attackers of the run
-    init: SymmetricReLUNet
-    clean: SymmetricReLUNet
-    robust: SymmetricReLUNet
-    clean_train_accuracy: float  # mean batch accuracy over the last 5 % of clean steps
-    adv_train_accuracy: float  # same over adversarial training (on perturbed batches)
-
-
-def train_feature_nets(config: RunConfig, *, bar, desc: str = "feature net") -> FeatureNets:
-    """Clean then adversarial training of ``config`` (resolved here), without writing a store.
-
-    The steps are exactly those of ``purify simulate`` with the same config — same data stream,
-    bias schedule, frozen biases in adversarial training — minus the evaluations, snapshots and
-    checkpoints, which this experiment does on its own grid.  ``bar(iterable, total=, desc=)`` is
-    :meth:`Context.bar`.
-    """
-    cfg = config.resolve()
-    sim = Simulation(cfg, Path("unused"), progress=False)  # never writes: only its parts are used
-    tl, tr = sim.timeline, cfg.train
-    state = RunState(0, initial_weights(cfg).to(sim.device))
-    init = sim.network(state)
-    clean_net = init if tl.clean_steps == 0 else None
-    clean_acc, adv_acc = [], []
-    tail_clean, tail_adv = max(1, tl.clean_steps // 20), max(1, tl.adv_steps // 20)
-    for _ in bar(range(tl.total), total=tl.total, desc=desc):
-        if state.step == tl.clean_steps:
-            clean_net = sim.network(state)
-            state = sim._enter_adversarial(state)
-        clean = state.step < tl.clean_steps
-        W, res = train_step(
-            sim.network(state), sim.stream.next().to(sim.device), lr=tr.lr if clean else tr.adv_lr,
-            lam=cfg.net.lam, noisy=cfg.net.activation == "noisy", rho_generator=sim.rho_gen,
-            attack=None if clean else sim.train_attack, tau=tr.adv_tau, attack_generator=sim.attack_gen)
-        if not torch.isfinite(W).all():
-            raise RuntimeError(f"{desc}: weights diverged at step {state.step + 1}")
-        state.W = W
-        state.step += 1
-        if clean and state.step > tl.clean_steps - tail_clean:
-            clean_acc.append(res.accuracy)
-        elif not clean and state.step > tl.total - tail_adv:
-            adv_acc.append(res.accuracy)
-    if clean_net is None:  # no adversarial steps: the loop ended at the end of clean training
-        clean_net = sim.network(state)
-    return FeatureNets(sim, init, clean_net, sim.network(state), float(np.mean(clean_acc or [np.nan])),
-                       float(np.mean(adv_acc or [np.nan])))
-
-
-# --------------------------------------------------------------------------------------
-# Shared evaluation helpers (also used by the ntk-lower-bound experiment)
-# --------------------------------------------------------------------------------------
-
-
-def make_attacks(problem: SparseCodingProblem, norms: Sequence[str], *, pgd_steps: int,
-                 device) -> dict[str, dict[str, Attack]]:
-    """``attacks[norm][name]`` for FGM, PGD (random start, step ``2.5τ/steps``) and dense."""
-    direction = problem.dense_direction().to(device)
-    return {norm: {a: make_attack(a, norm, dense_direction=direction, pgd_steps=pgd_steps) for a in ATTACKS}
-            for norm in norms}
-
-
-def linear_exact_accuracy(model: LinearModel, x: Tensor, y: Tensor, norm: str, tau: float) -> float:
-    """Exact robust accuracy of ``f = <v, x> + c`` in the ``ℓ_p`` ball: ``Pr[y f(x) > τ ‖v‖_q]``.
-
-    The worst perturbation lowers the margin by exactly ``τ ‖v‖_q`` (Hölder, tight), so this is
-    the true robust accuracy, which the strongest attacker must match on a linear model.
-    """
-    dual = Norm(norm).dual_norm(model.v[None])[0]
-    return float(((y * model.forward(x)) > tau * dual).to(torch.float64).mean())
-
-
-def relative_change(W: Tensor, W0: Tensor) -> float:
-    """``‖W − W₀‖_F / ‖W₀‖_F``."""
-    return float((W - W0).norm() / W0.norm())
-
-
-def sampler(problem: SparseCodingProblem, generator: torch.Generator, device):
-    """``sample(n, _) -> (x, y)`` of fresh examples, drawn on the CPU from ``generator``.
-
-    The data generator is the closure's own (CPU) stream, so :func:`purify.fit.fit`'s generator
-    — which seeds its attacker — may live on the experiment's device.
-    """
-
-    def sample(n: int, _unused: torch.Generator) -> tuple[Tensor, Tensor]:
-        batch = problem.sample(n, generator=generator)
-        return batch.x.to(device), batch.y.to(device)
-
-    return sample
-
-
-def cpu_generator(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-def typical_norm(problem: SparseCodingProblem) -> float:
-    """``√E‖x‖²`` of the data (``E‖z‖²`` plus the Gaussian noise ``σ_x²``; spikes are ≤ it)."""
-    return math.sqrt(problem.expected_sq_norm_z() + problem.sigma_x**2)
-
-
 def band_edges(taus: np.ndarray, in_band: np.ndarray) -> tuple[float, float] | None:
     """Smallest and largest radius of the band (``None`` if it is empty)."""
     if not in_band.any():
@@ -259,8 +154,8 @@ def _one_seed(ctx: Context, s: Setting, seed: int, taus: Mapping[str, list[float
     """Train every learner on problem ``seed`` and evaluate it; returns arrays per variable."""
     device = torch.device(ctx.device)
     nets = train_feature_nets(_feature_config(s, seed, ctx.device), bar=ctx.bar, desc=f"feature net seed {seed}")
-    sim, problem = nets.sim, nets.sim.problem
-    tau_train = sim.config.train.adv_tau  # 1/√k, ℓ₂: the feature net's adversarial radius
+    trainer, problem = nets.trainer, nets.trainer.problem
+    tau_train = trainer.config.train.adv_tau  # 1/√k, ℓ₂: the feature net's adversarial radius
     models: dict[str, object] = {"feature_clean": nets.clean, "feature_adv": nets.robust}
     train_acc = {"feature_clean": nets.clean_train_accuracy, "feature_adv": nets.adv_train_accuracy}
     change = {"feature_clean": relative_change(nets.clean.W, nets.init.W),
@@ -303,7 +198,7 @@ def _one_seed(ctx: Context, s: Setting, seed: int, taus: Mapping[str, list[float
     models["ideal"] = IdealRobustModel(M, w_star, s.k)
 
     attacks = make_attacks(problem, NORMS, pgd_steps=s.eval_pgd_steps, device=device)
-    x, y = sim.test.x, sim.test.y
+    x, y = trainer.test.x, trainer.test.y
     xe, ye = x[: s.n_eval], y[: s.n_eval]
     L, R, A = len(LEARNERS), len(s.radii), len(ATTACKS)
     out = {

@@ -9,7 +9,7 @@ robust at ``1/k^{2−c₁}``.
 
 This experiment trains NTK models with several biases to fit a fixed clean training set, the
 feature-learning network of §4 cleanly and then adversarially (FGM ℓ∞ at Thm 5.4's radius,
-:func:`purify.experiments.lazy_vs_feature.train_feature_nets`), and attacks all of them (FGM,
+:func:`purify.experiments.comparison.train_feature_nets`), and attacks all of them (FGM,
 PGD and the dense direction ``−τ y sign(w*)``, ℓ∞) on a grid of radii ``τ = k^{-e}``.
 
 Store layout (``RUN/store.zarr``; ``purify.store.load_run(RUN)``), root group only, dims
@@ -40,14 +40,14 @@ from matplotlib.figure import Figure
 
 from purify.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from purify.evaluate import accuracy, evaluate
-from purify.experiments.framework import Claim, Context, Result
-from purify.experiments.lazy_vs_feature import (
+from purify.experiments.comparison import (
     ATTACKS,
     cpu_generator,
     make_attacks,
     train_feature_nets,
     typical_norm,
 )
+from purify.experiments.framework import Claim, Context, Result
 from purify.fit import FitConfig, fit
 from purify.learners import IdealRobustModel, LinearModel, NTKModel
 from purify.plots.style import finish, new_figure
@@ -107,7 +107,7 @@ def _feature_config(s: Setting, seed: int, device: str, tau: float) -> RunConfig
 def _one_seed(ctx: Context, s: Setting, seed: int, learners: list[str], taus: list[float], tau54: float) -> dict:
     device = torch.device(ctx.device)
     nets = train_feature_nets(_feature_config(s, seed, ctx.device, tau54), bar=ctx.bar, desc=f"feature net seed {seed}")
-    sim, problem = nets.sim, nets.sim.problem
+    trainer, problem = nets.trainer, nets.trainer.problem
     models = {"feature_clean": nets.clean, "feature_adv": nets.robust}
     train_acc = {"feature_clean": nets.clean_train_accuracy, "feature_adv": nets.adv_train_accuracy}
     train = problem.sample(s.n_train, generator=cpu_generator(ctx.seed_for(f"ntk-train-set/{seed}")))
@@ -127,13 +127,13 @@ def _one_seed(ctx: Context, s: Setting, seed: int, learners: list[str], taus: li
     models["ideal"] = IdealRobustModel(M, w_star, s.k)
 
     attacks = make_attacks(problem, ("linf",), pgd_steps=s.eval_pgd_steps, device=device)
-    x, y = sim.test.x, sim.test.y
+    x, y = trainer.test.x, trainer.test.y
     L, R = len(learners), len(taus)
     out = {"clean_accuracy": np.full(L, np.nan), "train_accuracy": np.full(L, np.nan),
            "robust_accuracy": np.full((L, R), np.nan), "attack_accuracy": np.full((L, len(ATTACKS), R), np.nan)}
     # <w*, z> = 0 happens with positive probability (discrete levels): labelled +1 by convention, and
     # an odd classifier (NTK, the symmetric net) can be right on x or on −x, never both.
-    out["tie_fraction"] = float((sim.test.z.to(device) @ w_star == 0).to(torch.float64).mean())
+    out["tie_fraction"] = float((trainer.test.z.to(device) @ w_star == 0).to(torch.float64).mean())
     for i, name in enumerate(ctx.bar(learners, total=L, desc=f"attacking seed {seed}")):
         ev = evaluate(models[name], x[: s.n_eval], y[: s.n_eval], attacks=attacks, taus={"linf": taus},
                       generator=ctx.generator(f"eval/{seed}/{name}"))
