@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import signal
 import sys
 import threading
@@ -32,6 +31,7 @@ from purify.data import Batch, DataStream, SparseCodingProblem, make_dictionary,
 from purify.evaluate import accuracy, evaluate
 from purify.learners.ideal import IdealRobustModel
 from purify.learners.symmetric import SymmetricReLUNet
+from purify.provenance import versions
 from purify.schedules import BiasSchedule, radius_floor
 from purify.summary import summarize
 from purify.train import CLEAN, DivergenceBound, DivergenceError, Timeline, train_step
@@ -115,23 +115,6 @@ class RunState:
 # --------------------------------------------------------------------------------------
 # Store layout
 # --------------------------------------------------------------------------------------
-
-
-def versions() -> dict[str, str]:
-    import sklearn
-    import zarr
-
-    from purify import __version__
-
-    return {
-        "purify_version": __version__,
-        "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "xarray_version": xr.__version__,
-        "zarr_version": zarr.__version__,
-        "sklearn_version": sklearn.__version__,
-    }
 
 
 def store_template(

@@ -49,22 +49,21 @@ TOP_LEVEL = ("seed", "problem_seed", "device", "preset")
 #: Scalar summaries of a run (read from its ``summary_json``), as ``name: (path, long name)``.
 #: "before" is the network at the end of clean training, "after" at the end of adversarial
 #: training; robust accuracies are per-example worst attacker at the l2 radius tau (radius 1).
+def _model_summaries(when: str, model: str, phase: str, claim: str, dense: str) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The clean, l2, linf and dense-direction accuracies of one end-of-phase model."""
+    return {
+        f"clean_accuracy_{when}": ((model, "clean_accuracy"), f"held-out clean accuracy after {phase}"),
+        f"robust_accuracy_{when}": ((model, "robust_accuracy"),
+                                    f"strongest-attack l2 accuracy at tau after {phase} ({claim})"),
+        f"robust_accuracy_linf_{when}": ((model, "robust_accuracy_linf"), f"strongest-attack linf accuracy after {phase}"),
+        f"dense_accuracy_{when}": ((model, "robust_accuracy_by_attack", "dense"),
+                                   f"accuracy under the dense direction {dense}after {phase}"),
+    }
+
+
 SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
-    "clean_accuracy_before": (("clean_model", "clean_accuracy"), "held-out clean accuracy after clean training"),
-    "robust_accuracy_before": (("clean_model", "robust_accuracy"),
-                               "strongest-attack l2 accuracy at tau after clean training (Thm 5.1c)"),
-    "robust_accuracy_linf_before": (("clean_model", "robust_accuracy_linf"),
-                                    "strongest-attack linf accuracy after clean training"),
-    "dense_accuracy_before": (("clean_model", "robust_accuracy_by_attack", "dense"),
-                              "accuracy under the dense direction -tau y Mw*/|Mw*| after clean training"),
-    "clean_accuracy_after": (("robust_model", "clean_accuracy"),
-                             "held-out clean accuracy after adversarial training"),
-    "robust_accuracy_after": (("robust_model", "robust_accuracy"),
-                              "strongest-attack l2 accuracy at tau after adversarial training (Thm 5.3)"),
-    "robust_accuracy_linf_after": (("robust_model", "robust_accuracy_linf"),
-                                   "strongest-attack linf accuracy after adversarial training"),
-    "dense_accuracy_after": (("robust_model", "robust_accuracy_by_attack", "dense"),
-                             "accuracy under the dense direction after adversarial training"),
+    **_model_summaries("before", "clean_model", "clean training", "Thm 5.1c", "-tau y Mw*/|Mw*| "),
+    **_model_summaries("after", "robust_model", "adversarial training", "Thm 5.3", ""),
     "robust_accuracy_bias_only": (("bias_only_model", "robust_accuracy"),
                                   "strongest-attack l2 accuracy at tau of the clean weights under the "
                                   "adversarial-training biases (NaN with adv_bias = clean)"),
