@@ -42,6 +42,7 @@ from purify.sweep.combine import (
     cell_dir,
     cell_state,
     combine,
+    open_combined,
     write_combined,
 )
 from purify.sweep.progress import CellProgress
@@ -454,11 +455,19 @@ def run_sweep(
 
         with dask.config.set(scheduler="synchronous"):  # never through a client left as default
             ds = combine(spec, out, cells, outcomes)
-            ds.attrs.update(provenance.attrs([record]))
+            ds.attrs.update(provenance.attrs([*_earlier_records(out), record]))
             path = write_combined(out, ds)
         if interrupted is not None:
             raise interrupted
         return SweepResult(ds, path, skipped, outcomes)
+
+
+def _earlier_records(out: Path) -> list[provenance.Provenance]:
+    """The provenance of the sweep's earlier sessions, kept by the result each one rewrites."""
+    try:
+        return provenance.read(open_combined(out).attrs)
+    except (S.StoreError, OSError, ValueError, KeyError):  # none yet, or unreadable: start afresh
+        return []
 
 
 def format_result(result: SweepResult, *, max_failures: int = 10) -> str:
