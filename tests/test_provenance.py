@@ -79,3 +79,15 @@ def test_records_round_trip_through_the_attribute():
                                 scheduler="local")
     (back,) = provenance.read(provenance.attrs([record]))
     assert back == record and back.extra == {"scheduler": "local"}
+
+
+def test_info_on_a_store_written_before_the_record(tmp_path: Path):
+    """A run stored without ``provenance_json`` (as simulate alone, or purify before it, wrote
+    them) still opens, and `purify info` says its command line was not recorded."""
+    from purify.simulate import simulate
+
+    simulate(_tiny(), tmp_path / "old", progress=False)
+    assert provenance.ATTR not in S.read_attrs(tmp_path / "old")
+    code, stdout, err = run_main("info", tmp_path / "old")
+    assert code == 0, err
+    assert "command: (not recorded)  [device cpu" in stdout and "status: complete" in stdout
