@@ -25,20 +25,15 @@
 # whichever of them you open first pays for the training and the others reuse it.
 
 # %%
-from pathlib import Path
-
 from IPython.display import Image, display
 
 from purify import (
-    DataConfig,
-    EvalConfig,
-    RunConfig,
-    TrainConfig,
     ensure_run,
     format_summary,
     open_run,
     summarize,
 )
+from purify.pipeline import NOTEBOOK_RUN, notebook_config
 
 # %% [markdown]
 # ## The config
@@ -50,16 +45,12 @@ from purify import (
 # and biases that keep each neuron's `b_i/‖w_i‖` — is derived from `d` and `k`, as in
 # `purify simulate`. Two departures from the
 # command's defaults: more weight snapshots (notebook 01 follows neurons through them) and
-# only ℓ₂ attacks, to halve the evaluation time.
+# only ℓ₂ attacks, to halve the evaluation time. Notebooks 01 and 03 use the same run, so the
+# config is written once, as `purify.pipeline.notebook_config()`.
 
 # %%
-config = RunConfig(
-    data=DataConfig(d=200, k=10),
-    train=TrainConfig(clean_snapshots=12, adv_snapshots=6),
-    eval=EvalConfig(norms=("l2",)),
-    seed=0,
-)
-RUN = Path("runs/notebooks-d200-k10-seed0")
+config = notebook_config()
+RUN = NOTEBOOK_RUN
 
 resolved = config.resolve()
 print(f"width m = {resolved.net.width}, clean steps = {resolved.train.clean_steps}, "

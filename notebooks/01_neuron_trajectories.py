@@ -31,23 +31,18 @@
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 from purify import (
-    DataConfig,
-    EvalConfig,
-    RunConfig,
     RunData,
-    TrainConfig,
     ensure_run,
     open_analysis,
     open_run,
 )
 from purify.analysis.alignment import purification_summary
 from purify.analysis.mixture import pure_mask
+from purify.pipeline import NOTEBOOK_RUN, notebook_config
 
 # %% [markdown]
 # ## The run
@@ -56,13 +51,8 @@ from purify.analysis.mixture import pure_mask
 # if 00 already made it, it is reused. Only the three analyses used here are computed.
 
 # %%
-config = RunConfig(
-    data=DataConfig(d=200, k=10),
-    train=TrainConfig(clean_snapshots=12, adv_snapshots=6),
-    eval=EvalConfig(norms=("l2",)),
-    seed=0,
-)
-RUN = Path("runs/notebooks-d200-k10-seed0")
+config = notebook_config()
+RUN = NOTEBOOK_RUN
 ensure_run(config, RUN, analyses=("lottery", "mixture", "purification"), figures=False)
 
 # %% [markdown]

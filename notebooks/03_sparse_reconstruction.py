@@ -30,21 +30,16 @@
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from purify import (
-    DataConfig,
-    EvalConfig,
-    RunConfig,
     RunData,
-    TrainConfig,
     ensure_run,
     open_analysis,
 )
+from purify.pipeline import NOTEBOOK_RUN, notebook_config
 from purify.plots import lasso_curves
 
 # %% [markdown]
@@ -54,13 +49,8 @@ from purify.plots import lasso_curves
 # them made it; only the `lasso` analysis is needed here (a few seconds).
 
 # %%
-config = RunConfig(
-    data=DataConfig(d=200, k=10),
-    train=TrainConfig(clean_snapshots=12, adv_snapshots=6),
-    eval=EvalConfig(norms=("l2",)),
-    seed=0,
-)
-RUN = Path("runs/notebooks-d200-k10-seed0")
+config = notebook_config()
+RUN = NOTEBOOK_RUN
 ensure_run(config, RUN, analyses=("lasso",), figures=False)
 data = RunData.open(RUN)
 las = open_analysis(RUN, "lasso").load()

@@ -1,8 +1,8 @@
 """SGD for the comparison learners: clean, adversarial, and constrained to a ball around init.
 
 One loop serves the lazy net, its linearization, the NTK model, linear models and random
-networks — anything with ``loss_grad_and_output(x, y) -> (loss, grads, f(x))`` and
-``params()`` (updated in place).  It covers
+networks — any :class:`~purify.learners.base.Trainable` (``loss_grad_and_output(x, y) ->
+(loss, grads, f(x))`` and ``params()``, updated in place).  It covers
 
 * clean SGD on the logistic loss (Wang et al. 2022 §5.1: lr 0.1);
 * adversarial training: every batch is replaced by ``x + A(f, x, y, τ)`` before the step
@@ -22,7 +22,6 @@ match them).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from purify.attacks import Attack
 from purify.config import ConfigError
 from purify.evaluate import sign_correct
+from purify.learners.base import BallTrainable, Trainable
 from purify.learners.lazy import BALLS
 from purify.train import DivergenceError
 
@@ -130,7 +130,7 @@ def _finite(p: Tensor) -> bool:
 
 
 def fit(
-    model,
+    model: Trainable,
     sample: Sampler | tuple[Tensor, Tensor],
     config: FitConfig,
     *,
@@ -144,8 +144,8 @@ def fit(
 
     Parameters
     ----------
-    model : a learner with ``loss_grad_and_output`` and ``params``; with a constraint also
-        ``deviation()`` and ``project_(radius, ball=...)``
+    model : a :class:`~purify.learners.base.Trainable` learner; with a constraint a
+        :class:`~purify.learners.base.BallTrainable` one
         (:class:`~purify.learners.lazy.LazyReLUNet`, :class:`~purify.learners.ntk.NTKModel`).
     sample : ``sample(n, generator) -> (x (n, d), y (n,))`` for fresh batches (online SGD), or
         a fixed training set ``(x, y)`` visited in random order, epoch after epoch.
@@ -160,7 +160,7 @@ def fit(
     DivergenceError : the loss or a weight became NaN or infinite; names the step.
     """
     constraint = config.constraint
-    if constraint is not None and not (hasattr(model, "deviation") and hasattr(model, "project_")):
+    if constraint is not None and not isinstance(model, BallTrainable):
         raise ValueError(f"constraint={constraint!r} needs a model with deviation() and project_()")
     if attack is not None and not tau > 0:
         raise ValueError(f"adversarial training needs tau > 0, got {tau}")
@@ -173,10 +173,9 @@ def fit(
     params = model.params()
     saved = [torch.empty_like(p) for p in params] if constraint == "stop" else []
     # Reused gradient buffers: a fresh (m, d) tensor per step costs as much as the step's matmuls.
-    step_kwargs = {}
-    if "out" in inspect.signature(model.loss_grad_and_output).parameters:
-        step_kwargs["out"] = tuple(torch.empty_like(p) for p in params)
-    has_init = hasattr(model, "deviation")
+    buffers = model.gradient_buffers() if isinstance(model, Trainable) else None
+    step_kwargs = {} if buffers is None else {"out": buffers}
+    has_init = isinstance(model, BallTrainable)
     losses, accs, max_dev, fro_dev = [], [], [], []
     stopped_at, reason = None, None
     bar = tqdm(total=config.steps, desc="fit", disable=not progress, leave=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import signal
 import sys
 import threading
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 
 from purify import rng
 from purify import store as S
@@ -29,6 +27,7 @@ from purify.config import ConfigError, RunConfig
 from purify.data import SparseCodingProblem
 from purify.evaluate import accuracy, evaluate, make_attacks
 from purify.learners.ideal import IdealRobustModel
+from purify.provenance import versions
 from purify.schema import store_template
 from purify.summary import summarize
 from purify.train import CLEAN, DivergenceError, Timeline
@@ -62,21 +61,6 @@ class _Window:
 # --------------------------------------------------------------------------------------
 
 
-def versions() -> dict[str, str]:
-    import sklearn
-    import zarr
-
-    from purify import __version__
-
-    return {
-        "purify_version": __version__,
-        "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "xarray_version": xr.__version__,
-        "zarr_version": zarr.__version__,
-        "sklearn_version": sklearn.__version__,
-    }
 
 
 # --------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from purify import resources as R
 from purify import store as S
-from purify.cli import FLOAT, INT, OPTIONS, _float_list, main
+from purify.cli import main
+from purify.cli.parser import FLOAT, INT, OPTIONS, _float_list
 from purify.config import ConfigError, DataConfig, NetConfig, RunConfig, TrainConfig
 
 MICRO = [

@@ -87,8 +87,10 @@ def tree(path: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
 
 
 def volatile(name: str) -> bool:
-    """Root attributes that measure wall time, legitimately different between sessions."""
-    return name in ("elapsed_seconds", "final_evaluation_seconds") or name.startswith("analysis_seconds_")
+    """Root attributes that measure wall time, or record the sessions that wrote the run (their
+    command lines and times): legitimately different between sessions."""
+    return (name in ("elapsed_seconds", "final_evaluation_seconds", "provenance_json")
+            or name.startswith("analysis_seconds_"))
 
 
 def comparable(ds: xr.Dataset, *runs: Path) -> xr.Dataset:

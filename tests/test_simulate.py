@@ -40,7 +40,8 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTH
 GROUPS = ("", "snapshots", "problem", "evaluation", "threshold")  # + attack_strength above fast
 VERSION_ATTRS = ("purify_version", "python_version", "torch_version", "numpy_version", "xarray_version",
                  "zarr_version", "sklearn_version")
-VOLATILE_ATTRS = ("elapsed_seconds", "final_evaluation_seconds")  # wall time of the last session: legitimately differs
+VOLATILE_ATTRS = ("elapsed_seconds", "final_evaluation_seconds",  # wall time of the last session
+                  "provenance_json")  # the sessions that wrote the run: legitimately differ
 
 
 # --------------------------------------------------------------------------------------

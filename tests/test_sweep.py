@@ -29,6 +29,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 import purify.trainer as trainer_module
+from purify import provenance
 from purify import store as S
 from purify.analysis import analyze
 from purify.cli import main
@@ -261,6 +262,21 @@ def test_rerun_skips_complete_cells(swept, spec_file, cluster):
     for name in ds.data_vars:
         if name != "attempts" and name != "error":
             xr.testing.assert_identical(ds[name], result.dataset[name])
+    # each session of the sweep adds its record; this one's command line is the CLI's
+    sessions = provenance.read(ds.attrs)
+    assert [r.kind for r in sessions] == ["sweep", "sweep"]
+    assert sessions[-1].command[:3] == ["purify", "sweep", str(spec_file)]
+
+
+def test_cells_record_the_command_of_the_sweep_that_ran_them(swept):
+    out, result, _ = swept
+    driver = provenance.read(result.dataset.attrs)[-1]
+    assert driver.kind == "sweep" and driver.threads == 1 and driver.extra["scheduler"].startswith("tcp://")
+    # the interrupted cell's first session called simulate directly, which writes no record (the
+    # one its stored attributes imply stands for it); its resumed session ran for the sweep
+    first, resumed = provenance.read(S.read_attrs(out / "cells" / INTERRUPTED))
+    assert first.command is None and first.kind == "run"
+    assert resumed.command == driver.command and resumed.host and resumed.threads == 1
 
 
 def test_sweep_plot_draws_heatmaps_and_lines(swept):

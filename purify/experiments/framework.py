@@ -8,11 +8,11 @@ one is only replaced with ``overwrite`` — the rules ``purify simulate`` follow
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
-import platform
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from purify import rng
+from purify import provenance, rng
 from purify import store as S
 
 SUMMARY_NAME = "summary.md"
@@ -96,19 +96,6 @@ class Result:
     notes: str = ""
 
 
-def _versions() -> dict[str, str]:
-    import numpy
-    import sklearn
-    import zarr
-
-    from purify import __version__
-
-    out = {"python": platform.python_version(), "purify": __version__}
-    for mod in (numpy, torch, xr, zarr, sklearn):
-        out[mod.__name__] = mod.__version__
-    return out
-
-
 def _verdict(agrees: bool | None) -> str:
     return {True: "agrees", False: "disagrees", None: "reported"}[agrees]
 
@@ -146,8 +133,11 @@ def run_experiment(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    command: Sequence[str] | None = None,
 ) -> Path:
     """Run experiment ``name`` and write its folder; return the folder.
+
+    ``command`` is the command line recorded as its provenance (default ``sys.argv``).
 
     Raises
     ------
@@ -165,6 +155,8 @@ def run_experiment(
     S.prepare_run_dir(out, overwrite=overwrite, resume=False, also_ours=(SUMMARY_NAME,))
     ctx = Context(name=name, out=out, quick=quick, seed=seed, device=device, progress=progress)
     with S.RunLock(out):
+        record = provenance.current(kind="experiment", seed=seed, device=device, command=command,
+                                    experiment=name, quick=quick)
         start = time.perf_counter()
         result: Result = module.run(ctx)
         elapsed = time.perf_counter() - start
@@ -177,7 +169,7 @@ def run_experiment(
             "elapsed_seconds": round(elapsed, 1),
             "params_json": json.dumps(dict(result.params), default=str),
             "claims_json": json.dumps([c.__dict__ for c in result.claims]),
-            "versions_json": json.dumps(_versions()),
+            **provenance.attrs([dataclasses.replace(record, config=json.dumps(dict(result.params), default=str))]),
         }
         S.create_store(out, dict(result.groups), attrs)
         figures = out / S.FIGURES_NAME

@@ -20,7 +20,14 @@ import math
 import torch
 from torch import Tensor
 
-from purify.learners.logistic import ROW_BLOCK_ELEMENTS, accumulate_product, example_chunks, logistic_loss
+from purify.learners.base import Trainable
+from purify.learners.logistic import (
+    ROW_BLOCK_ELEMENTS,
+    accumulate_product,
+    chunked_result,
+    example_chunks,
+    logistic_loss,
+)
 
 BALLS = ("rows", "frobenius")
 
@@ -36,7 +43,7 @@ def _signs(m: int, generator: torch.Generator, device, dtype) -> Tensor:
     return (bits.to(dtype) * 2 - 1).to(device)
 
 
-class LazyReLUNet:
+class LazyReLUNet(Trainable):
     """``f(x) = (1/√m) Σ_s a_s ReLU(<w_s, x>)`` with fixed ``a`` and trainable ``W`` near ``W₀``.
 
     Parameters
@@ -130,15 +137,7 @@ class LazyReLUNet:
             coef = gate * (self.a * self._scale) * dloss[:, None]
             grad = accumulate_product(grad, i == 0, coef.T, x[sl])
             outs.append(f)
-        if not outs:
-            grad = torch.zeros_like(self.W) if grad is None else grad.zero_()
-            return loss, (grad,), x.new_zeros(0)
-        return loss, (grad,), torch.cat(outs)
-
-    def loss_and_grad(self, x: Tensor, y: Tensor) -> tuple[Tensor, tuple[Tensor]]:
-        """Mean logistic loss ``log(1 + e^{−y f})`` on the batch and ``(∇_W L,)``."""
-        loss, grads, _ = self.loss_grad_and_output(x, y)
-        return loss, grads
+        return chunked_result(loss, grad, outs, self.W, x)
 
     def params(self) -> tuple[Tensor]:
         """The trainable tensors, updated in place by :func:`purify.fit.fit`: ``(W,)``."""

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from purify.learners.base import Trainable
 from purify.learners.logistic import logistic_loss
 
 
-class LinearModel:
+class LinearModel(Trainable):
     """``f(x) = <v, x> + c`` with trainable ``v (d,)`` and ``c`` (0-d tensor)."""
 
     def __init__(self, v: Tensor, c: Tensor | float = 0.0) -> None:
@@ -71,17 +72,16 @@ class LinearModel:
     ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
         """Mean logistic loss, ``(∇_v L, ∇_c L)`` and the outputs ``f(x) (n,)``.
 
-        ``out`` is accepted for the interface of :func:`purify.fit.fit` and ignored: the
-        gradients are small.
+        ``out`` is accepted for the :class:`~purify.learners.base.Trainable` interface and
+        ignored: the gradients are small (see :meth:`gradient_buffers`).
         """
         f = self.forward(x)
         loss, dloss = logistic_loss(f, y)
         return loss, (dloss @ x, dloss.sum()), f
 
-    def loss_and_grad(self, x: Tensor, y: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Mean logistic loss ``log(1 + e^{−y f})`` and ``(∇_v L, ∇_c L)``."""
-        loss, grads, _ = self.loss_grad_and_output(x, y)
-        return loss, grads
+    def gradient_buffers(self) -> None:
+        """None: the gradients (``(d,)`` and a scalar) are cheaper to allocate than to copy."""
+        return None
 
     def params(self) -> tuple[Tensor, Tensor]:
         """The trainable tensors: ``(v, c)``."""

@@ -41,6 +41,19 @@ def accumulate_product(acc: Tensor | None, first: bool, a: Tensor, b: Tensor) ->
     return acc.addmm_(a, b)
 
 
+def chunked_result(
+    loss: Tensor, grad: Tensor | None, outs: list[Tensor], weights: Tensor, x: Tensor
+) -> tuple[Tensor, tuple[Tensor], Tensor]:
+    """``(loss, (grad,), f(x))`` of a one-matrix learner after its pass over the chunks of ``x``:
+    the outputs ``outs`` of each chunk joined; an empty batch has a zero gradient shaped like
+    ``weights`` (written into ``grad`` when given) and no outputs."""
+    if not outs:
+        grad = torch.zeros_like(weights) if grad is None else grad.zero_()
+        return loss, (grad,), x.new_zeros(0)
+    assert grad is not None
+    return loss, (grad,), torch.cat(outs)
+
+
 def logistic_loss(out: Tensor, y: Tensor, n: int | None = None) -> tuple[Tensor, Tensor]:
     """Mean logistic loss over a batch of ``n`` examples and its derivative in each ``f(x_j)``.
 

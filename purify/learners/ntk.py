@@ -29,14 +29,15 @@ import math
 import torch
 from torch import Tensor
 
+from purify.learners.base import Trainable
 from purify.learners.lazy import _draw, project_rows_
-from purify.learners.logistic import accumulate_product, example_chunks, logistic_loss
+from purify.learners.logistic import accumulate_product, chunked_result, example_chunks, logistic_loss
 from purify.learners.symmetric import SymmetricReLUNet
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-class NTKModel:
+class NTKModel(Trainable):
     """``p(x) = scale · Σ_i c_i(x) <x, v_i>``: linear in the NTK features of Def. 5.5.
 
     Parameters
@@ -171,15 +172,7 @@ class NTKModel:
             # ∂p/∂v_i = scale c_i(x) x
             grad = accumulate_product(grad, i == 0, (c * (dloss[:, None] * self.scale)).T, x[sl])
             outs.append(p)
-        if not outs:
-            grad = torch.zeros_like(self.V) if grad is None else grad.zero_()
-            return loss, (grad,), x.new_zeros(0)
-        return loss, (grad,), torch.cat(outs)
-
-    def loss_and_grad(self, x: Tensor, y: Tensor) -> tuple[Tensor, tuple[Tensor]]:
-        """Mean logistic loss ``log(1 + e^{−y p})`` on the batch and ``(∇_V L,)``."""
-        loss, grads, _ = self.loss_grad_and_output(x, y)
-        return loss, grads
+        return chunked_result(loss, grad, outs, self.V, x)
 
     def params(self) -> tuple[Tensor]:
         """The trainable tensors: ``(V,)``."""

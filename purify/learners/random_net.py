@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from purify.learners.base import Trainable
 from purify.learners.lazy import _signs
 from purify.learners.logistic import accumulate_product, example_chunks, logistic_loss
 
@@ -61,7 +62,7 @@ def activation_fn(name: str) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     return _PSI[name]
 
 
-class RandomNet:
+class RandomNet(Trainable):
     """A fully connected network of ``L`` hidden layers of width ``k`` and a ``±1`` readout.
 
     Parameters
@@ -174,11 +175,6 @@ class RandomNet:
             pairs = zip(self.Ws, wgrads, strict=True)
             return loss, tuple(torch.zeros_like(W) if g is None else g.zero_() for W, g in pairs), x.new_zeros(0)
         return loss, tuple(wgrads), torch.cat(outs)
-
-    def loss_and_grad(self, x: Tensor, y: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Mean logistic loss ``log(1 + e^{−y f})`` and ``∇_{W_j} L`` for ``j = 1..L``."""
-        loss, grads, _ = self.loss_grad_and_output(x, y)
-        return loss, grads
 
     def params(self) -> tuple[Tensor, ...]:
         """The trainable tensors: the hidden weight matrices (the readout ``a`` stays fixed)."""

@@ -97,6 +97,20 @@ def writer_pid(run: str | Path) -> int | None:
     return pid if live else None
 
 
+def _hold_sigterm() -> bool:
+    """Block SIGTERM on the main thread where the platform can; whether it did."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    return True
+
+
+def _release_sigterm(blocked: bool) -> None:
+    """Unblock SIGTERM again; a SIGTERM that arrived meanwhile is delivered now."""
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 class RunLock:
     """One-writer lock of a run folder, as a context manager.
 
@@ -127,11 +141,22 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self._catch_sigterm()
+        # SIGTERM is held back while the lock file is created and written: landing between the
+        # O_EXCL create and the return, it would leave a lock that nobody releases.  Delivered
+        # once the lock is ours, it releases it through __exit__.
+        blocked = _hold_sigterm()
         try:
-            return self._acquire()
+            self._acquire()
         except BaseException:
+            _release_sigterm(blocked)
             self._restore_sigterm()
             raise
+        try:
+            _release_sigterm(blocked)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
 
     def _catch_sigterm(self) -> None:
         """While held, SIGTERM raises KeyboardInterrupt (as Ctrl-C does) instead of killing the

@@ -3,7 +3,8 @@
 * :mod:`purify.sweep.spec` — the sweep file: a base config, axes over any config field (seed
   included), the analyses and summaries to collect; every cell validated up front;
 * :mod:`purify.sweep.execute` — one Dask task per cell (a ``simulate`` run in its own store
-  under ``SWEEP/cells/``), retries, resume, progress;
+  under ``SWEEP/cells/``, through :mod:`purify.pipeline`), retries, resume; its progress bar is
+  :mod:`purify.sweep.progress`;
 * :mod:`purify.sweep.combine` — the cells' summaries as one xarray dataset indexed by the
   axes, stored as ``SWEEP/sweep.zarr``.
 

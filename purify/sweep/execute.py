@@ -24,13 +24,14 @@ import shutil
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
+from purify import provenance
 from purify import store as S
 from purify.config import ConfigError, RunConfig
 from purify.sweep.combine import (
@@ -41,9 +42,12 @@ from purify.sweep.combine import (
     cell_dir,
     cell_state,
     combine,
+    open_combined,
     write_combined,
 )
+from purify.sweep.progress import CellProgress
 from purify.sweep.spec import Cell, SweepSpec
+from purify.threads import available_cores as machine_cores
 
 FIGURES_NAME = "figures"
 #: How often the driver refreshes the progress bar while no cell finishes (seconds).
@@ -67,6 +71,7 @@ class CellTask:
     config_json: str  # the resolved config
     analyses: tuple[str, ...]
     threads: int
+    command: tuple[str, ...] | None = None  # the driver's command line, for the cells' provenance
 
 
 @dataclass
@@ -82,17 +87,6 @@ class SweepResult:
 # --------------------------------------------------------------------------------------
 
 
-def _cell_mode(run: Path, config: RunConfig) -> tuple[bool, bool]:
-    """``(resume, overwrite)`` for :func:`simulate` on a cell folder."""
-    if not run.exists() or not any(run.iterdir()):
-        return False, False
-    try:
-        attrs = S.read_attrs(run)
-    except S.StoreError:
-        return False, True  # killed while its store was being created: nothing to resume
-    if attrs.get("config_json") != config.to_json():
-        raise ConfigError(f"{run} holds a run of another config")
-    return True, False
 
 
 def run_cell(task: CellTask) -> dict[str, Any]:
@@ -105,12 +99,10 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from purify.analysis import analyze, done
-    from purify.simulate import simulate
+    from purify.pipeline import analyze_locked, simulate_or_resume
     from purify.train import DivergenceError
 
     torch.set_num_threads(task.threads)
-    run = Path(task.run)
     out: dict[str, Any] = {"status": "complete", "error": "", "retry": False, "worker": _worker_name()}
     try:
         # Synchronous dask: the stores are opened lazily by xarray, and on a worker dask would
@@ -118,13 +110,11 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         with threadpool_limits(limits=task.threads), warnings.catch_warnings(), \
                 dask.config.set(scheduler="synchronous"):
             warnings.simplefilter("ignore")  # theory warnings are printed once by the driver
-            config = RunConfig.from_json(task.config_json)
-            resume, overwrite = _cell_mode(run, config)
-            simulate(config, run, resume=resume, overwrite=overwrite, progress=False)
-            missing = [n for n in task.analyses if n not in done(run)]
-            if missing:
-                with S.RunLock(run):
-                    analyze(run, names=missing)
+            # A store killed while being created starts afresh; a failed cell (a write error,
+            # which may not repeat) resumes from its checkpoint.
+            simulate_or_resume(RunConfig.from_json(task.config_json), task.run, progress=False,
+                               restart_unreadable=True, resume_failed=True, command=task.command)
+            analyze_locked(task.run, task.analyses)
     except DivergenceError as e:
         out.update(status="failed", error=f"DivergenceError: {S.one_line(e, 300, kind=False)}")
     except Exception as e:  # any failure of one cell is recorded, never raised to the others
@@ -149,14 +139,6 @@ def _worker_name() -> str:
 
 def _has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
-
-
-def machine_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_workers(threads_per_cell: int) -> int:
@@ -343,41 +325,7 @@ def _complete(run: Path, analyses: tuple[str, ...]) -> bool:
 # --------------------------------------------------------------------------------------
 
 
-class _Progress:
-    """One bar over the cells to run, with done / running / failed counts and tqdm's ETA."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc="sweep", unit="cell", disable=not enabled, file=sys.stderr,
-                        dynamic_ncols=True, mininterval=0.5)
-        self.done = self.failed = self.retried = self.running = 0
-        self._shown = ""
-
-    def finished(self, status: str) -> None:
-        if status == "complete":
-            self.done += 1
-        else:
-            self.failed += 1
-        self.bar.set_postfix_str(self._text(self.running), refresh=False)
-        self.bar.update(1)
-
-    def _text(self, running: int) -> str:
-        text = f"done {self.done}, running {running}, failed {self.failed}"
-        return text + (f", retried {self.retried}" if self.retried else "")
-
-    def show(self, running: int) -> None:
-        self.running = running
-        text = self._text(running)
-        if text != self._shown:  # redraw on news only: a log file gets a line per change, not per second
-            self._shown = text
-            self.bar.set_postfix_str(text, refresh=True)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _execute(client: Any, tasks: list[CellTask], *, retries: int, progress: _Progress,
+def _execute(client: Any, tasks: list[CellTask], *, retries: int, progress: CellProgress,
              runner: Callable[[CellTask], dict[str, Any]]) -> dict[str, Outcome]:
     from distributed import wait
 
@@ -431,6 +379,7 @@ def run_sweep(
     progress: bool = True,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
     runner: Callable[[CellTask], dict[str, Any]] = run_cell,
+    command: Sequence[str] | None = None,
 ) -> SweepResult:
     """Run every cell of ``spec`` that is not complete in ``out`` and combine them all.
 
@@ -448,6 +397,8 @@ def run_sweep(
     overwrite : delete the sweep's cells and results first and run everything again.
     runner : the task run per cell (:func:`run_cell`, or a wrapper of it); it must be picklable
         by value or importable on the workers.
+    command : the command line recorded as the provenance of the sweep and of its cells
+        (default ``sys.argv``).
 
     Raises
     ------
@@ -460,6 +411,8 @@ def run_sweep(
     """
     cells = spec.cells()
     check_devices(cells)
+    record = provenance.current(kind="sweep", config=spec.to_json(), threads=threads_per_cell,
+                                scheduler=scheduler or "local", command=command)
     out = Path(out).absolute()  # workers may run elsewhere: give them absolute paths
     prepare_sweep_dir(out)
     with _sweep_lock(out):
@@ -479,11 +432,11 @@ def run_sweep(
         outcomes: dict[str, Outcome] = {}
         interrupted: SweepInterrupted | None = None
         if todo:
-            tasks = [CellTask(c.name, str(cell_dir(out, c)), c.config.to_json(), spec.analyses, threads_per_cell)
-                     for c in todo]
+            tasks = [CellTask(c.name, str(cell_dir(out, c)), c.config.to_json(), spec.analyses, threads_per_cell,
+                              tuple(record.command or ())) for c in todo]
             n_workers = workers or default_workers(threads_per_cell)
             with dask_client(scheduler=scheduler, workers=n_workers, log=log) as client:
-                bar = _Progress(len(tasks), progress)
+                bar = CellProgress(len(tasks), progress)
                 try:
                     outcomes = _execute(client, tasks, retries=retries, progress=bar, runner=runner)
                 except SweepInterrupted as e:
@@ -494,10 +447,19 @@ def run_sweep(
 
         with dask.config.set(scheduler="synchronous"):  # never through a client left as default
             ds = combine(spec, out, cells, outcomes)
+            ds.attrs.update(provenance.attrs([*_earlier_records(out), record]))
             path = write_combined(out, ds)
         if interrupted is not None:
             raise interrupted
         return SweepResult(ds, path, skipped, outcomes)
+
+
+def _earlier_records(out: Path) -> list[provenance.Provenance]:
+    """The provenance of the sweep's earlier sessions, kept by the result each one rewrites."""
+    try:
+        return provenance.read(open_combined(out).attrs)
+    except (S.StoreError, OSError, ValueError, KeyError):  # none yet, or unreadable: start afresh
+        return []
 
 
 def format_result(result: SweepResult, *, max_failures: int = 10) -> str:

@@ -51,22 +51,21 @@ TOP_LEVEL = ("seed", "problem_seed", "device", "preset")
 #: Scalar summaries of a run (read from its ``summary_json``), as ``name: (path, long name)``.
 #: "before" is the network at the end of clean training, "after" at the end of adversarial
 #: training; robust accuracies are per-example worst attacker at the l2 radius tau (radius 1).
+def _model_summaries(when: str, model: str, phase: str, claim: str, dense: str) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The clean, l2, linf and dense-direction accuracies of one end-of-phase model."""
+    return {
+        f"clean_accuracy_{when}": ((model, V.CLEAN_ACCURACY), f"held-out clean accuracy after {phase}"),
+        f"robust_accuracy_{when}": ((model, V.ROBUST_ACCURACY),
+                                    f"strongest-attack l2 accuracy at tau after {phase} ({claim})"),
+        f"robust_accuracy_linf_{when}": ((model, V.ROBUST_ACCURACY_LINF), f"strongest-attack linf accuracy after {phase}"),
+        f"dense_accuracy_{when}": ((model, V.ROBUST_ACCURACY_BY_ATTACK, "dense"),
+                                   f"accuracy under the dense direction {dense}after {phase}"),
+    }
+
+
 SUMMARIES: dict[str, tuple[tuple[str, ...], str]] = {
-    "clean_accuracy_before": ((V.CLEAN_MODEL, V.CLEAN_ACCURACY), "held-out clean accuracy after clean training"),
-    "robust_accuracy_before": ((V.CLEAN_MODEL, V.ROBUST_ACCURACY),
-                               "strongest-attack l2 accuracy at tau after clean training (Thm 5.1c)"),
-    "robust_accuracy_linf_before": ((V.CLEAN_MODEL, V.ROBUST_ACCURACY_LINF),
-                                    "strongest-attack linf accuracy after clean training"),
-    "dense_accuracy_before": ((V.CLEAN_MODEL, V.ROBUST_ACCURACY_BY_ATTACK, "dense"),
-                              "accuracy under the dense direction -tau y Mw*/|Mw*| after clean training"),
-    "clean_accuracy_after": ((V.ROBUST_MODEL, V.CLEAN_ACCURACY),
-                             "held-out clean accuracy after adversarial training"),
-    "robust_accuracy_after": ((V.ROBUST_MODEL, V.ROBUST_ACCURACY),
-                              "strongest-attack l2 accuracy at tau after adversarial training (Thm 5.3)"),
-    "robust_accuracy_linf_after": ((V.ROBUST_MODEL, V.ROBUST_ACCURACY_LINF),
-                                   "strongest-attack linf accuracy after adversarial training"),
-    "dense_accuracy_after": ((V.ROBUST_MODEL, V.ROBUST_ACCURACY_BY_ATTACK, "dense"),
-                             "accuracy under the dense direction after adversarial training"),
+    **_model_summaries("before", V.CLEAN_MODEL, "clean training", "Thm 5.1c", "-tau y Mw*/|Mw*| "),
+    **_model_summaries("after", V.ROBUST_MODEL, "adversarial training", "Thm 5.3", ""),
     "robust_accuracy_bias_only": ((V.BIAS_ONLY_MODEL, V.ROBUST_ACCURACY),
                                   "strongest-attack l2 accuracy at tau of the clean weights under the "
                                   "adversarial-training biases (NaN with adv_bias = clean)"),

@@ -1,0 +1,7 @@
+"""``python -m purify.cli``."""
+
+import sys
+
+from purify.cli import main
+
+sys.exit(main())
