@@ -109,7 +109,7 @@ SWEEP_OPTIONS = ("--d", "50,100,200", "--k", "2,3,5,8", "--seeds", "2", "--norms
 # The training and evaluation radius at 0.25, 0.5, 0.75 and 1 × 1/√k (default preset otherwise).
 RADIUS_SWEEPS = {
     "sweeps/radius-d300-k10": ("--d", "300", "--k", "10", "--tau", "0.0790569,0.1581139,0.2371708,0.3162278"),
-    "sweeps/radius-d500-k20": ("--d", "500", "--k", "20", "--tau", "0.0559017,0.1118034,0.1677051,0.2236068"),
+    "sweeps/radius-d200-k10": ("--d", "200", "--k", "10", "--tau", "0.0790569,0.1581139,0.2371708,0.3162278"),
 }
 RUN_FIGURES = ("robust_vs_tau", "pure_vs_dense", "lottery_trajectories", "theta_histograms", "training_curves",
                "coefficient_heatmap", "direction_norm_control", "perturbation_density", "lasso_curves")
@@ -287,7 +287,7 @@ TABLES: dict[str, Table] = {
     "purification-radius": Table(
         "Purification or thresholding?: the sweeps over the radius at two sizes",
         lambda base: [["sweep", *opts, "--seed", "0", "--out", str(base / out)] for out, opts in RADIUS_SWEEPS.items()],
-        _print_radius_sweeps, note="8 runs, about an hour on 2 cores"),
+        _print_radius_sweeps, note="8 runs, under an hour on 2 cores"),
     "bias-schedule": Table(
         "Bias schedules: the `--bias-schedule paper` table", _simulate(BIAS_SCHEDULE), _print_bias_schedule),
     "adv-bias": Table(

@@ -37,7 +37,7 @@ from purify.plots.sweep import seed_stats, sweep_heatmaps
 from purify.simulate import Stopped, simulate
 from purify.summary import summarize
 from purify.sweep import SUMMARIES, build_spec, open_combined, run_cell, run_sweep, spec_from_dict
-from purify.sweep.combine import analysis_scalars, cell_dir
+from purify.sweep.combine import analysis_scalars, cell_dir, combine
 from purify.sweep.execute import dask_client
 from purify.sweep.spec import load_sweep_file
 
@@ -338,6 +338,14 @@ def test_spec_forms_and_quick_options():
     quick = build_spec(None, [("data.d", (16, 24)), ("data.k", (3,)), ("seed", (0, 1, 2))])
     assert quick.dims == ("d", "seed") and quick.base == {"data": {"k": 3}}
     assert [c.config.seed for c in quick.cells()][:3] == [0, 1, 2]
+
+
+def test_a_summary_that_is_an_axis_is_its_coordinate(tmp_path):
+    # sweeping the radius: the summary "tau" and the axis "tau" are the same numbers
+    spec = build_spec(None, [("data.d", (16,)), ("data.k", (2,)), ("eval.tau", (0.1, 0.2)), ("seed", (0,))])
+    ds = combine(spec, tmp_path, spec.cells())
+    assert ds.tau.values.tolist() == [0.1, 0.2] and "tau" in ds.coords
+    assert "robust_accuracy_after" in ds and ds.robust_accuracy_after.dims == ("tau", "seed")
 
 
 @pytest.mark.parametrize("argv, needles", [

@@ -117,8 +117,10 @@ def combine(spec: SweepSpec, sweep: str | Path, cells: list[Cell],
         elif state == "failed":
             status[i], error[i] = "failed", reason
     coords = {a.name: (a.name, _coordinate(a.values)) for a in spec.axes}
+    # a summary that is itself an axis (sweeping --tau) is the coordinate already
     data_vars: dict[str, Any] = {
-        name: (dims, values[name], {"long_name": SUMMARIES[name][1]}) for name in spec.summaries}
+        name: (dims, values[name], {"long_name": SUMMARIES[name][1]}) for name in spec.summaries
+        if name not in coords}
     for name in sorted(extra):
         data_vars[name] = (dims, extra[name], {"long_name": f"analysis/{name.split('_', 1)[0]} scalar "
                                                              f"{name.split('_', 1)[1]}"})
