@@ -16,6 +16,7 @@ processed in chunks (:func:`~purify.learners.logistic.example_chunks`) so ``m = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -23,10 +24,8 @@ from torch import Tensor
 from purify.learners.base import Trainable
 from purify.learners.logistic import (
     ROW_BLOCK_ELEMENTS,
-    accumulate_product,
-    chunked_result,
+    chunked_logistic_pass,
     example_chunks,
-    logistic_loss,
 )
 
 BALLS = ("rows", "frobenius")
@@ -124,20 +123,13 @@ class LazyReLUNet(Trainable):
 
         ``out``, when given, is a ``((m, d),)`` buffer the gradient is written into (and returned).
         """
-        n = x.shape[0]
-        loss = x.new_zeros(())
-        grad = None if out is None else out[0]
-        outs = []
-        for i, sl in enumerate(example_chunks(n, self.width)):
-            post, gate = self._pass(x[sl])
+        def chunk_pass(xs: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+            post, gate = self._pass(xs)
             f = (post @ self.a) * self._scale
-            part, dloss = logistic_loss(f, y[sl], n)
-            loss = loss + part
             # ∂f_j/∂w_s = a_s 1[u_js > 0] x_j / √m, summed over j with weights ∂L/∂f_j
-            coef = gate * (self.a * self._scale) * dloss[:, None]
-            grad = accumulate_product(grad, i == 0, coef.T, x[sl])
-            outs.append(f)
-        return chunked_result(loss, grad, outs, self.W, x)
+            return f, lambda dloss: gate * (self.a * self._scale) * dloss[:, None]
+
+        return chunked_logistic_pass(x, y, self.W, chunk_pass, out)
 
     def params(self) -> tuple[Tensor]:
         """The trainable tensors, updated in place by :func:`purify.fit.fit`: ``(W,)``."""

@@ -25,13 +25,14 @@ learning rate work at every width.  ``V`` starts at zero, so ``p ≡ 0`` before 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from purify.learners.base import Trainable
 from purify.learners.lazy import _draw, project_rows_
-from purify.learners.logistic import accumulate_product, chunked_result, example_chunks, logistic_loss
+from purify.learners.logistic import chunked_logistic_pass, example_chunks
 from purify.learners.symmetric import SymmetricReLUNet
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -160,19 +161,13 @@ class NTKModel(Trainable):
 
         ``out``, when given, is a ``((m, d),)`` buffer the gradient is written into (and returned).
         """
-        n = x.shape[0]
-        loss = x.new_zeros(())
-        grad = None if out is None else out[0]
-        outs = []
-        for i, sl in enumerate(example_chunks(n, self.width)):
-            c, _ = self._coefficients(x[sl])
-            p = (c * (x[sl] @ self.V.T)).sum(dim=1) * self.scale
-            part, dloss = logistic_loss(p, y[sl], n)
-            loss = loss + part
+        def chunk_pass(xs: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+            c, _ = self._coefficients(xs)
+            p = (c * (xs @ self.V.T)).sum(dim=1) * self.scale
             # ∂p/∂v_i = scale c_i(x) x
-            grad = accumulate_product(grad, i == 0, (c * (dloss[:, None] * self.scale)).T, x[sl])
-            outs.append(p)
-        return chunked_result(loss, grad, outs, self.V, x)
+            return p, lambda dloss: c * (dloss[:, None] * self.scale)
+
+        return chunked_logistic_pass(x, y, self.V, chunk_pass, out)
 
     def params(self) -> tuple[Tensor]:
         """The trainable tensors: ``(V,)``."""
