@@ -26,6 +26,7 @@ from purify.learners.logistic import (
     ROW_BLOCK_ELEMENTS,
     chunked_logistic_pass,
     example_chunks,
+    map_chunks,
 )
 
 BALLS = ("rows", "frobenius")
@@ -109,20 +110,22 @@ class LazyReLUNet(Trainable):
 
     def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``f(x) (n,)`` and ``∇_x f(x) = (1/√m) Σ_s a_s 1[<w_s, x> > 0] w_s`` ``(n, d)``."""
-        outs, grads = [], []
-        for sl in example_chunks(x.shape[0], self.width):
-            post, gate = self._pass(x[sl])
-            outs.append(post @ self.a)
-            grads.append((gate * self.a) @ self.W)
-        return torch.cat(outs) * self._scale, torch.cat(grads) * self._scale
+        def chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
+            post, gate = self._pass(xs)
+            return post @ self.a, (gate * self.a) @ self.W
+
+        f, grad = map_chunks(x, self.width, chunk)
+        return f * self._scale, grad * self._scale
 
     def loss_grad_and_output(
         self, x: Tensor, y: Tensor, *, out: tuple[Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor], Tensor]:
         """Mean logistic loss, ``(∇_W L,)`` of shape ``((m, d),)`` and the outputs ``f(x) (n,)``.
 
-        ``out``, when given, is a ``((m, d),)`` buffer the gradient is written into (and returned).
+        ``out``: a ``((m, d),)`` buffer for ``∇_W L``, as in
+        :func:`~purify.learners.logistic.chunked_logistic_pass`.
         """
+
         def chunk_pass(xs: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
             post, gate = self._pass(xs)
             f = (post @ self.a) * self._scale

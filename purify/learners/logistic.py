@@ -30,6 +30,17 @@ def example_chunks(n: int, width: int, budget: int | None = None) -> Iterator[sl
         yield slice(start, min(n, start + rows))
 
 
+def map_chunks(x: Tensor, width: int, fn: Callable[[Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """``fn`` on each chunk of ``x (n, d)`` (:func:`example_chunks` for a ``width``-wide learner),
+    each of its two results joined along the examples."""
+    firsts, seconds = [], []
+    for sl in example_chunks(x.shape[0], width):
+        first, second = fn(x[sl])
+        firsts.append(first)
+        seconds.append(second)
+    return torch.cat(firsts), torch.cat(seconds)
+
+
 def accumulate_product(acc: Tensor | None, first: bool, a: Tensor, b: Tensor) -> Tensor:
     """``acc = a @ b`` on the first chunk (into ``acc`` when given), else ``acc += a @ b``.
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from purify.learners.base import Trainable
 from purify.learners.lazy import _draw, project_rows_
-from purify.learners.logistic import chunked_logistic_pass, example_chunks
+from purify.learners.logistic import chunked_logistic_pass, example_chunks, map_chunks
 from purify.learners.symmetric import SymmetricReLUNet
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -146,21 +146,23 @@ class NTKModel(Trainable):
         With ``σ_i = 0`` the indicator's derivative is zero almost everywhere, so attacks see
         only ``Σ_i c_i v_i`` — the jump at ``|u_i| = b_i`` is invisible to gradients.
         """
-        outs, grads = [], []
-        for sl in example_chunks(x.shape[0], self.width):
-            c, dc = self._coefficients(x[sl], derivative=True)
-            z = x[sl] @ self.V.T
-            outs.append((c * z).sum(dim=1))
-            grads.append(c @ self.V + (z * dc) @ self.W)
-        return torch.cat(outs) * self.scale, torch.cat(grads) * self.scale
+        def chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
+            c, dc = self._coefficients(xs, derivative=True)
+            z = xs @ self.V.T
+            return (c * z).sum(dim=1), c @ self.V + (z * dc) @ self.W
+
+        p, grad = map_chunks(x, self.width, chunk)
+        return p * self.scale, grad * self.scale
 
     def loss_grad_and_output(
         self, x: Tensor, y: Tensor, *, out: tuple[Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor], Tensor]:
         """Mean logistic loss, ``(∇_V L,)`` ``((m, d),)`` and the outputs ``p(x) (n,)``.
 
-        ``out``, when given, is a ``((m, d),)`` buffer the gradient is written into (and returned).
+        ``out``, when given, receives the gradient (see
+        :func:`~purify.learners.logistic.chunked_logistic_pass`).
         """
+
         def chunk_pass(xs: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
             c, _ = self._coefficients(xs)
             p = (c * (xs @ self.V.T)).sum(dim=1) * self.scale
