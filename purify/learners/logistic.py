@@ -59,11 +59,12 @@ def chunked_logistic_pass(
     chunk_pass: Callable[[Tensor], tuple[Tensor, Callable[[Tensor], Tensor]]],
     out: tuple[Tensor] | None = None,
 ) -> tuple[Tensor, tuple[Tensor], Tensor]:
-    """Mean logistic loss, ``(∇_W L,)`` and ``f(x)`` of a learner linear in one ``(m, d)`` matrix
-    ``W``'s action on ``x``, over the chunks of :func:`example_chunks`.
+    """Mean logistic loss, ``(∇_W L,)`` and ``f(x)`` of a learner whose output depends on its one
+    trainable ``(m, d)`` matrix ``W`` only through ``W x``, over the chunks of :func:`example_chunks`.
 
-    Each chunk ``x_c`` adds its share of :func:`logistic_loss` and ``C_cᵀ x_c`` to the gradient,
-    where the learner's ``(n_c, m)`` coefficients ``C_c`` hold ``∂L/∂f_j · ∂f_j/∂(W x_j)_s``.
+    Each chunk ``x_c`` adds its share of :func:`logistic_loss` to the loss and ``C_cᵀ x_c`` to the
+    gradient, where the learner's coefficients ``C_c (n_c, m)`` are ``∂L/∂(W x_j)_s`` (chain rule:
+    ``∂L/∂f_j · ∂f_j/∂(W x_j)_s``).
 
     Parameters
     ----------
