@@ -25,7 +25,7 @@ import argparse
 import shlex
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,32 +165,40 @@ def _print_headline(base: Path) -> None:
         print(format_summary(_summary(base, run)))
 
 
+def _print_table(columns: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
+    """A Markdown table: the ``columns`` header and its rule, then a line per row of cells."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+
+
 def _print_sizes(base: Path) -> None:
-    print("| run | clean acc before | robust before | bias only | robust after | clean acc after | ideal robust "
-          "| `Σ‖w−w'‖²/Σ‖w‖²` | median `θ(w,w')` |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in SIZES:
+    def row(run: Run) -> tuple[str, ...]:
         s = _summary(base, run)
         cells = (s["clean_model"]["clean_accuracy"], _robust(s["clean_model"]), _robust(s.get("bias_only_model")),
                  _robust(s["robust_model"]), s["robust_model"]["clean_accuracy"], _robust(s["ideal_model"]),
                  s["relative_weight_change"], s["median_theta_clean_robust"])
-        print(f"| {run.label} | " + " | ".join(_f(c) for c in cells) + " |")
+        return (run.label, *(_f(c) for c in cells))
+
+    _print_table(("run", "clean acc before", "robust before", "bias only", "robust after", "clean acc after",
+                  "ideal robust", "`Σ‖w−w'‖²/Σ‖w‖²`", "median `θ(w,w')`"), map(row, SIZES))
 
 
-def _print_purification(runs: tuple[Run, ...], label: str) -> None:
-    print(f"| {label} | dense alignment clean → robust | effective `r` | clean model clean / robust "
-          "| robust model clean / robust | threshold (`r`) clean / robust | robust − threshold (SE) "
-          "| robust − clean (SE) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, s in runs:
+def _print_purification(runs: tuple[tuple[str, dict], ...], label: str) -> None:
+    def row(name: str, s: dict) -> tuple[str, ...]:
         p, t, pair = s["purification"], s["threshold_model"], s["paired"]
         c, r = s["clean_model"], s["robust_model"]
-        print(f"| {label} | {_f(p['dense_alignment_clean'])} → {_f(p['dense_alignment_robust'])} "
-              f"| {p['effective_r_clean']:.2f} → {p['effective_r_robust']:.2f} "
-              f"| {_f(c['clean_accuracy'])} / {_f(_robust(c))} | {_f(r['clean_accuracy'])} / {_f(_robust(r))} "
-              f"| ({t['r']:.1f}) {_f(t['clean_accuracy'])} / {_f(_robust(t))} "
-              f"| {pair['robust_minus_threshold']['value']:+.3f} ({pair['robust_minus_threshold']['se']:.3f}) "
-              f"| {pair['robust_minus_clean']['value']:+.3f} ({pair['robust_minus_clean']['se']:.3f}) |")
+        return (name, f"{_f(p['dense_alignment_clean'])} → {_f(p['dense_alignment_robust'])}",
+                f"{p['effective_r_clean']:.2f} → {p['effective_r_robust']:.2f}",
+                f"{_f(c['clean_accuracy'])} / {_f(_robust(c))}", f"{_f(r['clean_accuracy'])} / {_f(_robust(r))}",
+                f"({t['r']:.1f}) {_f(t['clean_accuracy'])} / {_f(_robust(t))}",
+                f"{pair['robust_minus_threshold']['value']:+.3f} ({pair['robust_minus_threshold']['se']:.3f})",
+                f"{pair['robust_minus_clean']['value']:+.3f} ({pair['robust_minus_clean']['se']:.3f})")
+
+    _print_table((label, "dense alignment clean → robust", "effective `r`", "clean model clean / robust",
+                  "robust model clean / robust", "threshold (`r`) clean / robust", "robust − threshold (SE)",
+                  "robust − clean (SE)"), (row(*run) for run in runs))
 
 
 def _print_purification_k(base: Path) -> None:
@@ -209,27 +217,26 @@ def _print_radius_sweeps(base: Path) -> None:
 
 
 def _print_bias_schedule(base: Path) -> None:
-    print("| `--bias-schedule paper` | clean acc | robust acc at `τ` before → after adv. training "
-          "| dense-only acc before → after |")
-    print("|---|---|---|---|")
-    for run in BIAS_SCHEDULE:
+    def row(run: Run) -> tuple[str, ...]:
         s = _summary(base, run)
         c, r = s["clean_model"], s["robust_model"]
-        print(f"| {run.label} | {_f(c['clean_accuracy'])} | {_f(_robust(c))} → {_f(_robust(r))} "
-              f"| {_f(_robust(c, 'dense'))} → {_f(_robust(r, 'dense'))} |")
+        return (run.label, _f(c["clean_accuracy"]), f"{_f(_robust(c))} → {_f(_robust(r))}",
+                f"{_f(_robust(c, 'dense'))} → {_f(_robust(r, 'dense'))}")
+
+    _print_table(("`--bias-schedule paper`", "clean acc", "robust acc at `τ` before → after adv. training",
+                  "dense-only acc before → after"), map(row, BIAS_SCHEDULE))
 
 
 def _print_adv_bias(base: Path) -> None:
-    print("| clean schedule | adversarial biases | clean acc | robust before | bias only (clean / robust) "
-          "| robust after | clean acc after | `Σ‖w−w'‖²/Σ‖w‖²` | median `θ(w,w')` |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in ADV_BIAS:
+    def row(run: Run) -> tuple[str, ...]:
         s = _summary(base, run)
         c, b, r = s["clean_model"], s.get("bias_only_model"), s["robust_model"]
         bias_only = f"{_f(b['clean_accuracy'])} / {_f(_robust(b))}" if b else "—"
-        print(f"| {run.label} | {_f(c['clean_accuracy'])} | {_f(_robust(c))} | {bias_only} | {_f(_robust(r))} "
-              f"| {_f(r['clean_accuracy'])} | {_f(s['relative_weight_change'])} "
-              f"| {_f(s['median_theta_clean_robust'])} |")
+        return (run.label, _f(c["clean_accuracy"]), _f(_robust(c)), bias_only, _f(_robust(r)),
+                _f(r["clean_accuracy"]), _f(s["relative_weight_change"]), _f(s["median_theta_clean_robust"]))
+
+    _print_table(("clean schedule", "adversarial biases", "clean acc", "robust before", "bias only (clean / robust)",
+                  "robust after", "clean acc after", "`Σ‖w−w'‖²/Σ‖w‖²`", "median `θ(w,w')`"), map(row, ADV_BIAS))
 
 
 def _print_analyses(base: Path) -> None:

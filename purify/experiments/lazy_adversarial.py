@@ -233,43 +233,43 @@ def _edges(v: np.ndarray) -> np.ndarray:
     return np.exp(np.concatenate([[first], mid, [last]]))
 
 
-def _heatmap(ax, x, y, z, fig: Figure) -> None:
-    mesh = ax.pcolormesh(_edges(x), _edges(y), z, cmap="viridis", vmin=0, vmax=1, shading="flat")
+def _panel(ax, fig: Figure, ds: xr.Dataset, x: str, y: str, paper: tuple[float, str], measured: np.ndarray,
+           labels: tuple[str, str, str]) -> None:
+    """One panel of Fig. 4: the mean robust accuracy of ``ds`` over its log grid ``(x, y)``, the
+    paper's threshold ``x = C/√y`` (``paper = (C, label)``, white dashes) and the ``measured`` one.
+
+    ``labels`` are the x label, y label and title.
+    """
+    xs, ys = ds[x].values, ds[y].values.astype(float)
+    z = ds["robust_accuracy"].mean("seed", skipna=True).values
+    mesh = ax.pcolormesh(_edges(xs), _edges(ys), z, cmap="viridis", vmin=0, vmax=1, shading="flat")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xticks(x, labels=[f"{v:g}" for v in x])
-    ax.set_yticks(y, labels=[f"{v:g}" for v in y])
+    ax.set_xticks(xs, labels=[f"{v:g}" for v in xs])
+    ax.set_yticks(ys, labels=[f"{v:g}" for v in ys])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     fig.colorbar(mesh, ax=ax, label="robust test accuracy")
+    dense = np.geomspace(ys.min(), ys.max(), 50)
+    ax.plot(paper[0] / np.sqrt(dense), dense, "w--", lw=2, label=paper[1])
+    ax.plot(measured, ys, "o-", color="tab:red", label="measured: accuracy = ½")
+    ax.set_xlim(_edges(xs)[0], _edges(xs)[-1])
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2], fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def heatmaps(by_radius: xr.Dataset, by_deviation: xr.Dataset, th: xr.Dataset) -> Figure:
     """Fig. 4: robust accuracy over (‖δ‖, d) and over (m, V), paper's and measured thresholds."""
     fig = new_figure(13, 5)
     left, right = fig.subplots(1, 2)
-    d = by_radius["d"].values.astype(float)
-    r = by_radius["radius"].values
-    _heatmap(left, r, d, by_radius["robust_accuracy"].mean("seed", skipna=True).values, fig)
-    dd = np.geomspace(d.min(), d.max(), 50)
-    left.plot(np.clip(PAPER_RADIUS_CONSTANT / np.sqrt(dd), None, None), dd, "w--", lw=2, label="paper: 5/√d")
-    left.plot(th["radius_star"].values, d, "o-", color="tab:red", label="measured: accuracy = ½")
-    left.set_xlim(_edges(r)[0], _edges(r)[-1])
-    left.set_xlabel("perturbation size ‖δ‖₂ (train and test budget R)")
-    left.set_ylabel("input dimension d")
-    left.set_title(f"(‖δ‖, d) at m = {by_radius.attrs['m']}, V = {by_radius.attrs['V']:.3g}", fontsize=10)
-    left.legend(fontsize=8, loc="upper right")
-    m = by_deviation["m"].values.astype(float)
-    v = by_deviation["V"].values
-    _heatmap(right, v, m, by_deviation["robust_accuracy"].mean("seed", skipna=True).values, fig)
-    mm = np.geomspace(m.min(), m.max(), 50)
-    right.plot(PAPER_DEVIATION_CONSTANT / np.sqrt(mm), mm, "w--", lw=2, label="paper: 25/√m")
-    right.plot(th["V_star"].values, m, "o-", color="tab:red", label="measured: accuracy = ½")
-    right.set_xlim(_edges(v)[0], _edges(v)[-1])
-    right.set_xlabel("allowed deviation V = max_s ‖w_s − w_s0‖")
-    right.set_ylabel("width m")
-    right.set_title(f"(m, V) at d = {by_deviation.attrs['d']}, ‖δ‖ = {by_deviation.attrs['radius']:g}", fontsize=10)
-    right.legend(fontsize=8, loc="upper right")
+    _panel(left, fig, by_radius, "radius", "d", (PAPER_RADIUS_CONSTANT, "paper: 5/√d"), th["radius_star"].values,
+           ("perturbation size ‖δ‖₂ (train and test budget R)", "input dimension d",
+            f"(‖δ‖, d) at m = {by_radius.attrs['m']}, V = {by_radius.attrs['V']:.3g}"))
+    _panel(right, fig, by_deviation, "V", "m", (PAPER_DEVIATION_CONSTANT, "paper: 25/√m"), th["V_star"].values,
+           ("allowed deviation V = max_s ‖w_s − w_s0‖", "width m",
+            f"(m, V) at d = {by_deviation.attrs['d']}, ‖δ‖ = {by_deviation.attrs['radius']:g}"))
     return finish(fig, "Robust accuracy after projected adversarial training in the lazy regime (paper Fig. 4)",
                   "ℓ₂ PGD (α = 2.5R/T₂) for training and test; Gaussian mixture on the sphere; mean over seeds")
 

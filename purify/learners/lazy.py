@@ -16,6 +16,7 @@ processed in chunks (:func:`~purify.learners.logistic.example_chunks`) so ``m = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -23,10 +24,9 @@ from torch import Tensor
 from purify.learners.base import Trainable
 from purify.learners.logistic import (
     ROW_BLOCK_ELEMENTS,
-    accumulate_product,
-    chunked_result,
+    chunked_logistic_pass,
     example_chunks,
-    logistic_loss,
+    map_chunks,
 )
 
 BALLS = ("rows", "frobenius")
@@ -110,34 +110,29 @@ class LazyReLUNet(Trainable):
 
     def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``f(x) (n,)`` and ``∇_x f(x) = (1/√m) Σ_s a_s 1[<w_s, x> > 0] w_s`` ``(n, d)``."""
-        outs, grads = [], []
-        for sl in example_chunks(x.shape[0], self.width):
-            post, gate = self._pass(x[sl])
-            outs.append(post @ self.a)
-            grads.append((gate * self.a) @ self.W)
-        return torch.cat(outs) * self._scale, torch.cat(grads) * self._scale
+        def chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
+            post, gate = self._pass(xs)
+            return post @ self.a, (gate * self.a) @ self.W
+
+        f, grad = map_chunks(x, self.width, chunk)
+        return f * self._scale, grad * self._scale
 
     def loss_grad_and_output(
         self, x: Tensor, y: Tensor, *, out: tuple[Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor], Tensor]:
         """Mean logistic loss, ``(∇_W L,)`` of shape ``((m, d),)`` and the outputs ``f(x) (n,)``.
 
-        ``out``, when given, is a ``((m, d),)`` buffer the gradient is written into (and returned).
+        ``out``: a ``((m, d),)`` buffer for ``∇_W L``, as in
+        :func:`~purify.learners.logistic.chunked_logistic_pass`.
         """
-        n = x.shape[0]
-        loss = x.new_zeros(())
-        grad = None if out is None else out[0]
-        outs = []
-        for i, sl in enumerate(example_chunks(n, self.width)):
-            post, gate = self._pass(x[sl])
+
+        def chunk_pass(xs: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+            post, gate = self._pass(xs)
             f = (post @ self.a) * self._scale
-            part, dloss = logistic_loss(f, y[sl], n)
-            loss = loss + part
             # ∂f_j/∂w_s = a_s 1[u_js > 0] x_j / √m, summed over j with weights ∂L/∂f_j
-            coef = gate * (self.a * self._scale) * dloss[:, None]
-            grad = accumulate_product(grad, i == 0, coef.T, x[sl])
-            outs.append(f)
-        return chunked_result(loss, grad, outs, self.W, x)
+            return f, lambda dloss: gate * (self.a * self._scale) * dloss[:, None]
+
+        return chunked_logistic_pass(x, y, self.W, chunk_pass, out)
 
     def params(self) -> tuple[Tensor]:
         """The trainable tensors, updated in place by :func:`purify.fit.fit`: ``(W,)``."""

@@ -8,7 +8,7 @@ pre-activation matrices; :func:`example_chunks` bounds those so ``m = 1e5`` neur
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,17 @@ def example_chunks(n: int, width: int, budget: int | None = None) -> Iterator[sl
         yield slice(start, min(n, start + rows))
 
 
+def map_chunks(x: Tensor, width: int, fn: Callable[[Tensor], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """``fn`` on each chunk of ``x (n, d)`` (:func:`example_chunks` for a ``width``-wide learner),
+    each of its two results joined along the examples."""
+    firsts, seconds = [], []
+    for sl in example_chunks(x.shape[0], width):
+        first, second = fn(x[sl])
+        firsts.append(first)
+        seconds.append(second)
+    return torch.cat(firsts), torch.cat(seconds)
+
+
 def accumulate_product(acc: Tensor | None, first: bool, a: Tensor, b: Tensor) -> Tensor:
     """``acc = a @ b`` on the first chunk (into ``acc`` when given), else ``acc += a @ b``.
 
@@ -41,12 +52,46 @@ def accumulate_product(acc: Tensor | None, first: bool, a: Tensor, b: Tensor) ->
     return acc.addmm_(a, b)
 
 
-def chunked_result(
-    loss: Tensor, grad: Tensor | None, outs: list[Tensor], weights: Tensor, x: Tensor
+def chunked_logistic_pass(
+    x: Tensor,
+    y: Tensor,
+    weights: Tensor,
+    chunk_pass: Callable[[Tensor], tuple[Tensor, Callable[[Tensor], Tensor]]],
+    out: tuple[Tensor] | None = None,
 ) -> tuple[Tensor, tuple[Tensor], Tensor]:
-    """``(loss, (grad,), f(x))`` of a one-matrix learner after its pass over the chunks of ``x``:
-    the outputs ``outs`` of each chunk joined; an empty batch has a zero gradient shaped like
-    ``weights`` (written into ``grad`` when given) and no outputs."""
+    """Mean logistic loss, ``(∇_W L,)`` and ``f(x)`` of a learner whose output depends on its one
+    trainable ``(m, d)`` matrix ``W`` only through ``W x``, over the chunks of :func:`example_chunks`.
+
+    Each chunk ``x_c`` adds its share of :func:`logistic_loss` to the loss and ``C_cᵀ x_c`` to the
+    gradient, where the learner's coefficients ``C_c (n_c, m)`` are ``∂L/∂(W x_j)_s`` (chain rule:
+    ``∂L/∂f_j · ∂f_j/∂(W x_j)_s``).
+
+    Parameters
+    ----------
+    x : (n, d) inputs.
+    y : (n,) labels in ``{±1}``.
+    weights : (m, d) the trainable matrix ``W`` (its width sizes the chunks; an empty batch's
+        zero gradient takes its shape).
+    chunk_pass : maps a chunk ``x_c (n_c, d)`` to its outputs ``f(x_c) (n_c,)`` and a function
+        taking ``∂L/∂f (n_c,)`` to the coefficients ``C_c (n_c, m)``.
+    out : a ``((m, d),)`` buffer the gradient is written into (and returned), when given.
+
+    Returns
+    -------
+    loss : 0-d tensor.
+    grads : ``((m, d),)``.
+    outputs : (n,) ``f(x)``.
+    """
+    n = x.shape[0]
+    loss = x.new_zeros(())
+    grad = None if out is None else out[0]
+    outs = []
+    for i, sl in enumerate(example_chunks(n, weights.shape[0])):
+        f, coefficients = chunk_pass(x[sl])
+        part, dloss = logistic_loss(f, y[sl], n)
+        loss = loss + part
+        grad = accumulate_product(grad, i == 0, coefficients(dloss).T, x[sl])
+        outs.append(f)
     if not outs:
         grad = torch.zeros_like(weights) if grad is None else grad.zero_()
         return loss, (grad,), x.new_zeros(0)

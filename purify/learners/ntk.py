@@ -25,13 +25,14 @@ learning rate work at every width.  ``V`` starts at zero, so ``p ≡ 0`` before 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from purify.learners.base import Trainable
 from purify.learners.lazy import _draw, project_rows_
-from purify.learners.logistic import accumulate_product, chunked_result, example_chunks, logistic_loss
+from purify.learners.logistic import chunked_logistic_pass, example_chunks, map_chunks
 from purify.learners.symmetric import SymmetricReLUNet
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -145,34 +146,30 @@ class NTKModel(Trainable):
         With ``σ_i = 0`` the indicator's derivative is zero almost everywhere, so attacks see
         only ``Σ_i c_i v_i`` — the jump at ``|u_i| = b_i`` is invisible to gradients.
         """
-        outs, grads = [], []
-        for sl in example_chunks(x.shape[0], self.width):
-            c, dc = self._coefficients(x[sl], derivative=True)
-            z = x[sl] @ self.V.T
-            outs.append((c * z).sum(dim=1))
-            grads.append(c @ self.V + (z * dc) @ self.W)
-        return torch.cat(outs) * self.scale, torch.cat(grads) * self.scale
+        def chunk(xs: Tensor) -> tuple[Tensor, Tensor]:
+            c, dc = self._coefficients(xs, derivative=True)
+            z = xs @ self.V.T
+            return (c * z).sum(dim=1), c @ self.V + (z * dc) @ self.W
+
+        p, grad = map_chunks(x, self.width, chunk)
+        return p * self.scale, grad * self.scale
 
     def loss_grad_and_output(
         self, x: Tensor, y: Tensor, *, out: tuple[Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor], Tensor]:
         """Mean logistic loss, ``(∇_V L,)`` ``((m, d),)`` and the outputs ``p(x) (n,)``.
 
-        ``out``, when given, is a ``((m, d),)`` buffer the gradient is written into (and returned).
+        ``out``, when given, receives the gradient (see
+        :func:`~purify.learners.logistic.chunked_logistic_pass`).
         """
-        n = x.shape[0]
-        loss = x.new_zeros(())
-        grad = None if out is None else out[0]
-        outs = []
-        for i, sl in enumerate(example_chunks(n, self.width)):
-            c, _ = self._coefficients(x[sl])
-            p = (c * (x[sl] @ self.V.T)).sum(dim=1) * self.scale
-            part, dloss = logistic_loss(p, y[sl], n)
-            loss = loss + part
+
+        def chunk_pass(xs: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+            c, _ = self._coefficients(xs)
+            p = (c * (xs @ self.V.T)).sum(dim=1) * self.scale
             # ∂p/∂v_i = scale c_i(x) x
-            grad = accumulate_product(grad, i == 0, (c * (dloss[:, None] * self.scale)).T, x[sl])
-            outs.append(p)
-        return chunked_result(loss, grad, outs, self.V, x)
+            return p, lambda dloss: c * (dloss[:, None] * self.scale)
+
+        return chunked_logistic_pass(x, y, self.V, chunk_pass, out)
 
     def params(self) -> tuple[Tensor]:
         """The trainable tensors: ``(V,)``."""
