@@ -82,8 +82,8 @@ SIZES = (
 # Purification vs thresholding along k at d = 1000 (the default preset).
 PURIFICATION_K = (
     _run("`--k 20`", "--k 20 --seed 0"),
-    _run("`--k 50`", "--k 50 --seed 0"),
     _run("`--k 40`", "--k 40 --seed 0"),
+    _run("`--k 50`", "--k 50 --seed 0"),
     DEFAULT,
 )
 BIAS_SCHEDULE = (
