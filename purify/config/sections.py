@@ -228,7 +228,7 @@ class TrainConfig:
 class EvalConfig:
     """Clean and robust evaluation on the held-out set (Allen-Zhu & Li Def. 4.3; docs/theory.md §3.3)."""
 
-    tau: float | None = None  # ℓ₂ radius; None → 1/√k (Thm 5.3's scale)
+    tau: float | None = None  # ℓ₂ radius; None → the preset's multiple of 1/√k (0.5 purification, 1 boundary)
     tau_linf: float | None = None  # ℓ∞ radius; None → τ/√d (the ℓ∞ ball inside the ℓ₂ one)
     radii: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0)  # grid, as multiples of the radius
     norms: tuple[str, ...] = ("l2", "linf")
