@@ -12,12 +12,15 @@ adversarial step), batch sampling, evaluation (by attack and by snapshot), analy
 store writes, and the rest.  Parts are exclusive: a store write inside an evaluation counts as
 a store write, so the parts add up to the wall time.
 
-The floor: the run's matrix-product FLOPs (counted with ``torch.utils.flop_counter`` on the
-first clean and the first adversarial step and on the first network evaluation, scaled by their
-counts — the counter's per-op overhead would distort the times if it ran throughout; the
-analyses, mostly numpy and scikit-learn, are not counted) divided by the rate of a ``(batch × d) @ (d × m)`` float32 product measured in this
-process, at the run's thread count, before and after the run (the faster rate is used).  The
-ratio ``wall / floor`` is how far the run is from doing nothing but its matrix products.
+The floor: the run's matrix-product FLOPs divided by the rate of a ``(batch × d) @ (d × m)``
+float32 product measured in this process, at the run's thread count, before and after the run
+(the faster rate is used).  The FLOPs are counted exactly from the shapes of every product of
+the two networks' forward and gradient passes (``X Wᵀ``, ``C W`` and ``Cᵀ X`` of the symmetric
+network, ``X M`` and its transpose of the ideal model), wherever they run — training, the
+snapshot evaluations, the end-of-phase evaluation, the analyses — so the floor is what the run
+would cost doing nothing but those products.  Matrix-vector products, the Lasso and the
+analyses' numpy work are not counted, which can only lower the floor (and raise the ratio).
+The ratio ``wall / floor`` is how far the run is from doing nothing but its matrix products.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 
 class Timers:
@@ -69,25 +71,20 @@ class Timers:
         return self._stack[-1][0] if self._stack else None
 
 
+#: Parts under which FLOPs are tallied: the outermost of these on the timer stack.
+AREAS = ("training steps", "evaluation", "final evaluation", "analyses")
+
+
 class Flops:
-    """Matrix-product FLOPs by part (torch's flop counter: mm, addmm, bmm, …)."""
+    """Matrix-product FLOPs by area (:data:`AREAS`), counted from the products' shapes."""
 
-    def __init__(self) -> None:
-        self.by_part: dict[str, float] = defaultdict(float)
-        self._active = False
+    def __init__(self, timers: Timers) -> None:
+        self.by_area: dict[str, float] = defaultdict(float)
+        self.timers = timers
 
-    def count(self, part: str, fn: Callable[[], Any], *, scale: float = 1.0) -> Any:
-        if self._active:  # already inside a counted call
-            return fn()
-        counter = FlopCounterMode(display=False)
-        self._active = True
-        try:
-            with counter:
-                out = fn()
-        finally:
-            self._active = False
-        self.by_part[part] += counter.get_total_flops() * scale
-        return out
+    def add(self, flops: float) -> None:
+        area = next((f[0] for f in self.timers._stack if f[0] in AREAS), "other")
+        self.by_area[area] += flops
 
 
 def _wrap(owner: Any, attr: str, make: Callable[[Callable], Callable]) -> None:
@@ -98,17 +95,17 @@ def _wrap(owner: Any, attr: str, make: Callable[[Callable], Callable]) -> None:
 
 
 def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
-    """Wrap the library's functions with timers and FLOP counters; return the step counts."""
+    """Wrap the library's functions with timers and FLOP tallies; return the step counts."""
     import purify.analysis
     import purify.attacks
     import purify.data
     import purify.plots
     import purify.simulate
     import purify.store
-    import purify.trainer
+    from purify.learners.ideal import IdealRobustModel
+    from purify.learners.symmetric import SymmetricReLUNet
 
     steps = {"clean": 0, "adversarial": 0, "evaluations": 0}
-    counted: set[str] = set()
 
     def timed(name: str) -> Callable[[Callable], Callable]:
         def make(fn: Callable) -> Callable:
@@ -120,40 +117,53 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
 
     def train_step(fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
-            phase = "adversarial" if kwargs.get("attack") is not None else "clean"
-            steps[phase] += 1
+            steps["adversarial" if kwargs.get("attack") is not None else "clean"] += 1
             with timers.part("training steps"):
-                if phase in counted:
-                    return fn(*args, **kwargs)
-                counted.add(phase)
-                # one step's FLOPs, scaled by the step count when the report is printed
-                return flops.count(f"training ({phase}, per step)", lambda: fn(*args, **kwargs))
+                return fn(*args, **kwargs)
         return wrapper
 
     def evaluation(fn: Callable) -> Callable:
-        # The first call evaluates the ideal model, the next ones networks of one shape: count
-        # those two (the counter's per-op overhead would distort the times) and scale the second.
         def wrapper(*args, **kwargs):
             steps["evaluations"] += 1
             with timers.part("evaluation"):
-                if steps["evaluations"] > 2:
-                    return fn(*args, **kwargs)
-                part = "evaluation (ideal model)" if steps["evaluations"] == 1 else "evaluation (per network)"
-                return flops.count(part, lambda: fn(*args, **kwargs))
+                return fn(*args, **kwargs)
         return wrapper
 
     def attack_call(fn: Callable) -> Callable:
         def wrapper(self, *args, **kwargs):
-            where = "training" if timers.current() == "training steps" else "evaluation"
+            where = next((f[0] for f in timers._stack if f[0] in AREAS), "evaluation")
+            where = "training" if where == "training steps" else where
             norm = getattr(getattr(self, "norm", None), "name", None) or str(getattr(self, "norm", ""))
             with timers.part(f"{where}: attack {type(self).__name__} {norm}".rstrip()):
                 return fn(self, *args, **kwargs)
         return wrapper
 
+    def products(count: Callable[[Any, Any], float]) -> Callable[[Callable], Callable]:
+        # 2·n·d·m per (n × d) @ (d × m) product, from the shapes of the model and the input
+        def make(fn: Callable) -> Callable:
+            def wrapper(model, x, *args, **kwargs):
+                flops.add(count(model, x))
+                return fn(model, x, *args, **kwargs)
+            return wrapper
+        return make
+
+    def net_product(model, x) -> float:  # X Wᵀ, C W or Cᵀ X: n·m·d multiply-adds each
+        return 2.0 * x.shape[0] * model.W.shape[0] * model.W.shape[1]
+
+    def ideal_product(model, x) -> float:  # X M or (active ⊙ w*) Mᵀ
+        return 2.0 * x.shape[0] * model.M.shape[0] * model.M.shape[1]
+
     _wrap(purify.trainer, "train_step", train_step)
     _wrap(purify.simulate, "evaluate", evaluation)
     _wrap(purify.simulate.Simulation, "_write_eval", timed("evaluation point"))
+    _wrap(purify.simulate.Simulation, "final_evaluation", timed("final evaluation"))
     _wrap(purify.attacks.Attack, "__call__", attack_call)
+    # preactivation is X Wᵀ of every pass; the gradient passes add one product each
+    _wrap(SymmetricReLUNet, "preactivation", products(net_product))
+    _wrap(SymmetricReLUNet, "forward_and_input_grad", products(net_product))
+    _wrap(SymmetricReLUNet, "loss_and_grad", products(net_product))
+    _wrap(IdealRobustModel, "_active", products(ideal_product))
+    _wrap(IdealRobustModel, "forward_and_input_grad", products(ideal_product))
     _wrap(purify.data.DataStream, "next", timed("batch sampling"))
     _wrap(purify.data.SparseCodingProblem, "sample", timed("batch sampling"))
     _wrap(purify.analysis, "analyze", timed("analyses"))
@@ -199,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     n, m = config.train.batch_size, config.net.width
     load0 = os.getloadavg()[0]
     rate0 = gemm_rate(n, d, m)
-    timers, flops = Timers(), Flops()
+    timers = Timers()
+    flops = Flops(timers)
     steps = instrument(timers, flops)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "run"
@@ -218,16 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'part':44}{'time (s)':>10}{'share':>8}")
     # (part, prefix of the parts nested in it and printed under it)
     order = [("training steps", "training: "), ("batch sampling", None), ("evaluation", "evaluation: "),
-             ("evaluation point", None), ("analyses", None), ("figures", None), ("store writes", None)]
+             ("evaluation point", None), ("final evaluation", "final evaluation: "), ("analyses", "analyses: "), ("figures", None), ("store writes", None)]
     rest = [k for k in timers.self_time if k not in dict(order)
             and not any(prefix and k.startswith(prefix) for _, prefix in order)]
     for name, prefix in [*order, *((k, None) for k in sorted(rest))]:
         if name in timers.self_time:
             t = timers.self_time[name]
             label = {"evaluation": "evaluation (outside the attacks)",
-                     "evaluation point": "evaluation bookkeeping (snapshots, rows)"}.get(name, name)
-            if prefix:
-                label += " (outside the attacks)" if name == "training steps" else ""
+                     "evaluation point": "evaluation bookkeeping (snapshots, rows)",
+                     "final evaluation": "final evaluation (outside the attacks)"}.get(name, name)
+            if name == "training steps":
+                label += " (outside the attacks)"
             print(f"  {label:42}{t:10.1f}{t / wall:8.1%}")
         for sub in sorted(k for k in timers.self_time if prefix and k.startswith(prefix)):
             t = timers.self_time[sub]
@@ -239,17 +251,21 @@ def main(argv: list[str] | None = None) -> None:
     if per_point:
         print("  evaluation by snapshot (s, incl. its store writes): "
               + " ".join(f"{t:.1f}" for t in per_point))
-    train = sum(flops.by_part.get(f"training ({ph}, per step)", 0.0) * steps[ph] for ph in ("clean", "adversarial"))
-    evals = (flops.by_part.get("evaluation (ideal model)", 0.0)
-             + flops.by_part.get("evaluation (per network)", 0.0) * max(0, steps["evaluations"] - 1))
-    total = train + evals
-    print(f"matrix-product FLOPs (torch, analyses not counted): training {train / 1e12:.3f} T, "
-          f"evaluation {evals / 1e12:.3f} T ({steps['evaluations']} calls); total {total / 1e12:.3f} T")
+    total = sum(flops.by_area.values())
+    print("matrix-product FLOPs (the networks' products, counted from their shapes): "
+          + ", ".join(f"{a} {flops.by_area[a] / 1e12:.3f} T" for a in (*AREAS, "other") if flops.by_area.get(a))
+          + f"; total {total / 1e12:.3f} T")
     rate = max(rate0, rate1)
     floor = total / rate
     print(f"GEMM rate ({n}x{d} @ {d}x{m}, float32): {rate0 / 1e9:.0f} GFLOP/s before, "
           f"{rate1 / 1e9:.0f} after; floor = {floor:.1f} s")
     print(f"run / floor = {wall / floor:.2f}")
+    print("by area (inclusive wall time against its own products' floor):")
+    for area in AREAS:
+        if flops.by_area.get(area):
+            t = sum(timers.calls.get(area, []))
+            f = flops.by_area[area] / rate
+            print(f"  {area:40}{t:8.1f} s  floor {f:7.1f} s  ratio {t / f:5.2f}")
 
 
 if __name__ == "__main__":
