@@ -118,6 +118,8 @@ ROBUST_ACCURACY_BY_ATTACK = "robust_accuracy_by_attack"  # {attack: accuracy} in
 # and the summary, besides TAU (l2, radius multiple 1):
 RELATIVE_WEIGHT_CHANGE = "relative_weight_change"
 MEDIAN_THETA = "median_theta_clean_robust"
+PAIRED = "paired"  # {robust_minus_<model>: {value, se}}: paired differences in the primary norm
+PURIFICATION = "purification"  # medians of dense alignment and effective r, and the norm share
 
 #: Variables and their dims of the groups the end-of-phase evaluation writes (it builds them
 #: from here); the groups a run fills as it trains are laid out by :func:`store_template`.

@@ -103,7 +103,7 @@ def evaluation_blocks(ev: xr.Dataset, primary: str) -> dict:
         out[V.SUMMARY_MODELS[m]] = block
     p = norms.index(primary)
     if "robust" in robust:
-        out["paired"] = {f"robust_minus_{m}": paired_difference(robust["robust"][p], robust[m][p])
+        out[V.PAIRED] = {f"robust_minus_{m}": paired_difference(robust["robust"][p], robust[m][p])
                          for m in ("threshold", "clean", "bias_only") if m in robust}
     return out
 
@@ -171,7 +171,7 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         summary[V.MEDIAN_THETA] = float(np.median(cosines(W_clean, W_robust)))
         # Purification in direction vs in norm (Allen-Zhu & Li Thm 5.2/5.3): purify.analysis.alignment.
         problem = S.open_run(run, V.PROBLEM)
-        summary["purification"] = purification_summary(
+        summary[V.PURIFICATION] = purification_summary(
             W_clean, snaps[V.B].sel(step=tc).values, W_robust, snaps[V.B].sel(step=final).values,
             problem[V.M].values, problem[V.W_STAR].values, config.data.k, config.train.adv_norm)
     if S.has_group(run, V.EVALUATION):  # the end-of-phase evaluation (purify.final_evaluation)
@@ -213,13 +213,13 @@ def format_summary(summary: dict) -> str:
     if block.get("evaluation"):
         lines.append(f"robust accuracy: {block['evaluation']} attack cascade on {block['n_examples']} held-out "
                      "examples (± 1 SE)")
-    for name, diff in (summary.get("paired") or {}).items():
+    for name, diff in (summary.get(V.PAIRED) or {}).items():
         lines.append(f"paired {name.replace('_', ' ')}: {diff['value']:+.3f} ± {diff['se']:.3f}")
     if summary.get(V.RELATIVE_WEIGHT_CHANGE) is not None:
         lines.append(f"relative weight change sum||w-w'||^2/sum||w||^2: {summary[V.RELATIVE_WEIGHT_CHANGE]:.3f}")
         lines.append(f"median theta(w_i, w'_i): {summary[V.MEDIAN_THETA]:.3f}")
-    if summary.get("purification"):
-        p = summary["purification"]
+    if summary.get(V.PURIFICATION):
+        p = summary[V.PURIFICATION]
         lines.append(f"dense alignment {p['dense_alignment_clean']:.3f} -> {p['dense_alignment_robust']:.3f} "
                      f"({-p['dense_alignment_reduction']:+.0%}), effective r {p['effective_r_clean']:.2f} -> "
                      f"{p['effective_r_robust']:.2f}, norm share {p['norm_share_of_change']:.2f}")

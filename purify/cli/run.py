@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import warnings
 from pathlib import Path
 
 from purify.cli.checks import (
@@ -53,7 +52,6 @@ def _describe(config) -> str:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from purify import store as S
-    from purify.config import TheoryWarning
     from purify.pipeline import run_simulation
     from purify.simulate import Stopped
     from purify.threads import configure_threads
@@ -112,10 +110,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"run folder: {printable(str(out))}", file=sys.stderr)
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TheoryWarning)
-            summary = run_simulation(config, out, resume=args.resume, overwrite=args.overwrite,
-                                     progress=not args.quiet, on_start=announce, command=args.command_line)
+        summary = run_simulation(config, out, resume=args.resume, overwrite=args.overwrite,
+                                 progress=not args.quiet, on_start=announce, command=args.command_line)
     except S.StoreWriteError as e:
         print(f"purify: error: {e}; fix the cause (e.g. free disk space), then resume with: "
               f"purify simulate --out {out} --resume", file=sys.stderr)

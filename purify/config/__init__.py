@@ -14,7 +14,7 @@ the value and what is allowed.
 * :mod:`purify.config.files` — :func:`read_table_file`, the guarded TOML/JSON reader.
 """
 
-from purify.config.checks import FLOAT32_MAX, LARGEST_COUNT, LARGEST_REAL, ConfigError, TheoryWarning
+from purify.config.checks import FLOAT32_MAX, LARGEST_COUNT, LARGEST_REAL, ConfigError
 from purify.config.files import MAX_DEPTH, MAX_FILE_BYTES, read_table_file
 from purify.config.presets import PRESETS, Preset
 from purify.config.run import DERIVED, SECTIONS, RunConfig, find_option
@@ -33,6 +33,6 @@ from purify.config.sections import (
 __all__ = [
     "ACTIVATIONS", "ADV_BIASES", "ADV_INITS", "BIAS_SCHEDULES", "DERIVED", "EVAL_STRENGTHS", "FLOAT32_MAX",
     "LARGEST_COUNT", "LARGEST_REAL", "MAX_DEPTH", "MAX_FILE_BYTES", "PRESETS", "SECTIONS", "ConfigError",
-    "DataConfig", "EvalConfig", "NetConfig", "Preset", "RunConfig", "TheoryWarning", "TrainConfig",
+    "DataConfig", "EvalConfig", "NetConfig", "Preset", "RunConfig", "TrainConfig",
     "find_option", "read_table_file",
 ]

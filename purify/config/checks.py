@@ -22,10 +22,6 @@ class ConfigError(ValueError):
         self.name, self.value, self.allowed = name, value, allowed
 
 
-class TheoryWarning(UserWarning):
-    """A parameter outside the regime the theorems cover, that still makes sense to run."""
-
-
 #: Largest magnitude of a real option: runs compute in float32 and square these values (norms,
 #: losses, Gaussian noise), so anything above √(float32 max) ≈ 1.8e19 overflows to inf.
 LARGEST_REAL = 1.8e19
