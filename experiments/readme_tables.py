@@ -86,6 +86,13 @@ PURIFICATION_K = (
     _run("`--k 50`", "--k 50 --seed 0"),
     DEFAULT,
 )
+# The same along seeds (1, 2 and 36659, drawn at random) where purification carries the
+# robustness at d = 1000 (k = 40, 50) and at the default k = 60; and k = 60 at d = 2000.
+PURIFICATION_SEEDS = (
+    *(_run(f"`--k {k} --seed {s}`", f"--k {k} --seed {s}") for k, seeds in ((40, (1, 2, 36659)), (50, (1, 2)),
+                                                                             (60, (1, 2, 36659))) for s in seeds),
+    _run("`--d 2000 --k 60 --seed 0`", "--d 2000 --k 60 --seed 0"),
+)
 BIAS_SCHEDULE = (
     _run("`--c-b 1`", "--d 200 --k 10 --preset boundary --seed 0 --bias-schedule paper --c-b 1"),
     _run("`--c-b 0.1`", "--d 200 --k 10 --preset boundary --seed 0 --bias-schedule paper --c-b 0.1"),
@@ -205,6 +212,10 @@ def _print_purification_k(base: Path) -> None:
     _print_purification(tuple((run.label, _summary(base, run)) for run in PURIFICATION_K), "`--d 1000`")
 
 
+def _print_purification_seeds(base: Path) -> None:
+    _print_purification(tuple((run.label, _summary(base, run)) for run in PURIFICATION_SEEDS), "run")
+
+
 def _print_radius_sweeps(base: Path) -> None:
     from purify.summary import summarize
 
@@ -291,6 +302,9 @@ TABLES: dict[str, Table] = {
     "purification-k": Table(
         "Purification or thresholding?: the runs along k at d = 1000", _simulate(PURIFICATION_K),
         _print_purification_k, note="about 20 minutes per run with one thread"),
+    "purification-seeds": Table(
+        "Purification or thresholding?: other seeds, and k = 60 at d = 2000", _simulate(PURIFICATION_SEEDS),
+        _print_purification_seeds, note="about 20 minutes per run with one thread; the d = 2000 run about 3 hours"),
     "purification-radius": Table(
         "Purification or thresholding?: the sweeps over the radius at two sizes",
         lambda base: [["sweep", *opts, "--seed", "0", "--out", str(base / out)] for out, opts in RADIUS_SWEEPS.items()],
