@@ -70,6 +70,10 @@ class Timers:
     def current(self) -> str | None:
         return self._stack[-1][0] if self._stack else None
 
+    def outermost(self, names: tuple[str, ...]) -> str | None:
+        """The outermost running part among ``names``."""
+        return next((f[0] for f in self._stack if f[0] in names), None)
+
 
 #: Parts under which FLOPs are tallied: the outermost of these on the timer stack.
 AREAS = ("training steps", "evaluation", "final evaluation", "analyses")
@@ -83,7 +87,7 @@ class Flops:
         self.timers = timers
 
     def add(self, flops: float) -> None:
-        area = next((f[0] for f in self.timers._stack if f[0] in AREAS), "other")
+        area = self.timers.outermost(AREAS) or "other"
         self.by_area[area] += flops
 
 
@@ -131,7 +135,7 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
 
     def attack_call(fn: Callable) -> Callable:
         def wrapper(self, *args, **kwargs):
-            where = next((f[0] for f in timers._stack if f[0] in AREAS), "evaluation")
+            where = timers.outermost(AREAS) or "evaluation"
             where = "training" if where == "training steps" else where
             norm = getattr(getattr(self, "norm", None), "name", None) or str(getattr(self, "norm", ""))
             with timers.part(f"{where}: attack {type(self).__name__} {norm}".rstrip()):
