@@ -25,20 +25,27 @@ from typing import Any
 #: The root attribute holding the records, a JSON list of :class:`Provenance` dicts.
 ATTR = "provenance_json"
 
-#: ``versions()`` key of each package whose version a store records.
-_PACKAGES = ("torch", "numpy", "xarray", "zarr", "sklearn")
+#: ``versions()`` key of each package whose version a store records, and its distribution.
+_PACKAGES = {"torch": "torch", "numpy": "numpy", "xarray": "xarray", "zarr": "zarr", "sklearn": "scikit-learn"}
 
 
 def versions() -> dict[str, str]:
     """``{"purify_version": ..., "python_version": ..., "torch_version": ..., ...}``: the
     versions of purify, Python and the packages whose numbers a run depends on."""
     import importlib
+    import importlib.metadata
 
     from purify import __version__
 
     out = {"purify_version": __version__, "python_version": platform.python_version()}
-    for name in _PACKAGES:
-        out[f"{name}_version"] = importlib.import_module(name).__version__
+    for name, dist in _PACKAGES.items():
+        # Read from the installed metadata, not by importing: a store is created under its lock,
+        # and an import there (scikit-learn pulls in SciPy's compiled modules) is where a SIGTERM
+        # turns into "ImportError: initialization failed" or a SIGINT exit status.
+        try:
+            out[f"{name}_version"] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # on sys.path without being installed
+            out[f"{name}_version"] = importlib.import_module(name).__version__
     return out
 
 

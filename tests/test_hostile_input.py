@@ -369,6 +369,47 @@ def test_a_half_created_store_is_started_by_resume_with_its_recorded_config(tiny
     assert S.read_attrs(run)["status"] == "complete"
 
 
+_IMPORTS_UNDER_THE_LOCK = """
+import sys
+from purify import cli
+from purify import simulate as sim
+from purify.store import lock
+
+before = {}
+enter = lock.RunLock.__enter__
+create = sim.Simulation.create
+
+def entered(self):
+    held = enter(self)
+    before.setdefault("modules", set(sys.modules))
+    return held
+
+def created(self):
+    create(self)
+    new = sorted({m.split(".")[0] for m in set(sys.modules) - before["modules"]})
+    print(" ".join(new))
+    raise SystemExit(0)
+
+lock.RunLock.__enter__ = entered
+sim.Simulation.create = created
+cli.main(["simulate", "--d", "40", "--k", "4", "--m", "16", "--n-test", "50", "--n-eval", "20",
+          "--out", sys.argv[1], "--quiet", "--no-analysis"])
+"""
+
+
+def test_creating_a_store_imports_no_compiled_package_under_the_lock(tmp_path: Path):
+    """While the lock is held SIGTERM raises KeyboardInterrupt; landing inside the import of a
+    compiled module (xarray lazily imports dask and SciPy on its first array; reading versions
+    by import pulls in scikit-learn) it became ``ImportError: initialization failed`` or a SIGINT
+    exit status, so those imports must happen before the lock is taken."""
+    out = subprocess.run([sys.executable, "-c", _IMPORTS_UNDER_THE_LOCK, str(tmp_path / "run")],
+                         env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    imported = set(out.stdout.split("\n")[-2].split())
+    assert not imported & {"torch", "numpy", "scipy", "sklearn", "dask", "xarray", "zarr", "numcodecs",
+                           "pandas", "matplotlib"}, imported
+
+
 def test_sigterm_while_the_store_is_created_leaves_no_lock(tmp_path: Path):
     run = tmp_path / "run"
     # d = 1500: creating the store (dictionary QR, held-out set, the ideal model's evaluation)

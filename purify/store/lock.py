@@ -7,6 +7,7 @@ process does, which is how a ``running`` store that nobody writes is recognised 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -140,6 +141,7 @@ class RunLock:
         self._sigterm: Any = None
 
     def __enter__(self) -> RunLock:
+        _import_lazy_dependencies()
         self._catch_sigterm()
         # SIGTERM is held back while the lock file is created and written: landing between the
         # O_EXCL create and the return, it would leave a lock that nobody releases.  Delivered
@@ -230,6 +232,19 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
         finally:
             self._restore_sigterm()
+
+
+@functools.cache
+def _import_lazy_dependencies() -> None:
+    """Run the imports that xarray defers to its first array (dask, SciPy, jinja2: several
+    hundred modules) now, before SIGTERM raises KeyboardInterrupt.  Raised inside the
+    initialisation of a compiled module, the interrupt either surfaces as ``ImportError:
+    initialization failed`` or leaves CPython's unhandled-interrupt flag set, so that a run
+    which caught it and exited 130 still ends with a SIGINT status."""
+    import numpy as np
+    import xarray as xr
+
+    xr.Variable("x", np.zeros(1))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
