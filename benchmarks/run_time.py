@@ -13,8 +13,9 @@ store writes, and the rest.  Parts are exclusive: a store write inside an evalua
 a store write, so the parts add up to the wall time.
 
 The floor: the run's matrix-product FLOPs divided by the rate of a ``(batch × d) @ (d × m)``
-float32 product measured in this process, at the run's thread count, before and after the run
-(the faster rate is used).  The FLOPs are counted exactly from the shapes of every product of
+float32 product measured in this process, at the run's thread count, before and after the run,
+on each matmul backend available (``purify.matmul``); the fastest rate is used, whichever
+backend the run used.  The FLOPs are counted exactly from the shapes of every product of
 the two networks' forward and gradient passes (``X Wᵀ``, ``C W`` and ``Cᵀ X`` of the symmetric
 network, ``X M`` and its transpose of the ideal model), wherever they run — training, the
 snapshot evaluations, the end-of-phase evaluation, the analyses — so the floor is what the run
@@ -178,16 +179,48 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
     return steps
 
 
-def gemm_rate(n: int, d: int, m: int, seconds: float = 1.5) -> float:
-    """FLOP/s of ``(n × d) @ (d × m)`` in float32 at the current thread count (median of runs)."""
+@contextlib.contextmanager
+def _record_backend() -> Iterator[list[str]]:
+    """Collect the matmul backend ``purify simulate`` sets (it restores the previous one after)."""
+    from purify import matmul
+
+    chosen: list[str] = []
+    original = matmul.set_backend
+
+    def recording(name: str) -> None:
+        if not chosen:
+            chosen.append(name)
+        original(name)
+
+    matmul.set_backend = recording
+    try:
+        yield chosen
+    finally:
+        matmul.set_backend = original
+
+
+def gemm_rate(n: int, d: int, m: int, seconds: float = 1.5) -> dict[str, float]:
+    """FLOP/s of ``(n × d) @ (d × m)`` in float32 at the current thread count (median of runs),
+    per matmul backend available here; the floor uses the fastest, whichever the run used."""
+    from purify import matmul
+
     a, b = torch.randn(n, d), torch.randn(d, m)
-    a @ b
-    rates, t_end = [], time.perf_counter() + seconds
-    while time.perf_counter() < t_end or len(rates) < 5:
-        t0 = time.perf_counter()
-        a @ b
-        rates.append(2.0 * n * d * m / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    previous, rates = matmul.backend(), {}
+    try:
+        for name in matmul.BACKENDS:
+            if name == "onednn" and not matmul.onednn_available():
+                continue
+            matmul.set_backend(name)
+            matmul.matmul(a, b)
+            runs, t_end = [], time.perf_counter() + seconds
+            while time.perf_counter() < t_end or len(runs) < 5:
+                t0 = time.perf_counter()
+                matmul.matmul(a, b)
+                runs.append(2.0 * n * d * m / (time.perf_counter() - t0))
+            rates[name] = statistics.median(runs)
+    finally:
+        matmul.set_backend(previous)
+    return rates
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,8 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "run"
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        with contextlib.redirect_stdout(io.StringIO()) as stdout, _record_backend() as chosen:
             code = purify_main([*sim_args, "--out", str(out)])
+        used = chosen[0] if chosen else "?"
         wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"purify simulate failed with exit code {code}:\n{stdout.getvalue()}")
@@ -259,10 +293,11 @@ def main(argv: list[str] | None = None) -> None:
     print("matrix-product FLOPs (the networks' products, counted from their shapes): "
           + ", ".join(f"{a} {flops.by_area[a] / 1e12:.3f} T" for a in (*AREAS, "other") if flops.by_area.get(a))
           + f"; total {total / 1e12:.3f} T")
-    rate = max(rate0, rate1)
+    rate = max(*rate0.values(), *rate1.values())
     floor = total / rate
-    print(f"GEMM rate ({n}x{d} @ {d}x{m}, float32): {rate0 / 1e9:.0f} GFLOP/s before, "
-          f"{rate1 / 1e9:.0f} after; floor = {floor:.1f} s")
+    print(f"GEMM rate ({n}x{d} @ {d}x{m}, float32), before / after: "
+          + ", ".join(f"{name} {rate0[name] / 1e9:.0f} / {rate1[name] / 1e9:.0f} GFLOP/s" for name in rate0)
+          + f"; the run's products on {used}; floor (the fastest rate) = {floor:.1f} s")
     print(f"run / floor = {wall / floor:.2f}")
     print("by area (inclusive wall time against its own products' floor):")
     for area in AREAS:

@@ -6,7 +6,10 @@ A clean step of the symmetric network costs two (batch × d × m) matrix product
 (``X Wᵀ`` and ``Cᵀ X``); an adversarial (FGM) step adds two more (``X Wᵀ`` and ``C W``) for
 the input gradient.  ``purify simulate`` draws a fresh batch every step (online SGD), so the
 "online" rows include drawing it.  Each ratio is ``time / bare matrix-product time`` of the
-same step: what the elementwise work, the sampling and the bookkeeping add on top.
+same step: what the elementwise work, the sampling and the bookkeeping add on top.  The steps
+and their bare products run on the matmul backend ``purify simulate`` would choose
+(``PURIFY_MATMUL`` overrides; see ``purify.matmul``); the same clean products with ``@`` (MKL)
+are printed too.
 
 The plain-autograd rows are the same smoothed network written as a user would without
 purify: torch ops on a leaf ``W`` (no ``nn.Module``), ``loss.backward()``, and for FGM a
@@ -30,6 +33,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from purify import matmul
 from purify.attacks import FGM
 from purify.config import DataConfig, RunConfig
 from purify.data import Batch
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         os.environ["PURIFY_THREADS"] = str(args.threads)
     setting = configure_threads()
+    backend = matmul.choose_backend(override=os.environ.get(matmul.ENV))  # as purify simulate
+    matmul.set_backend(backend)
     g = torch.Generator().manual_seed(0)
     problem = make_problem(RunConfig(data=DataConfig(d=args.d)).resolve(seed=0))
     data_gen = torch.Generator().manual_seed(4)
@@ -115,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
                           attack=attack, tau=tau, attack_generator=rho)
 
     times = _interleaved({
-        "bare clean": lambda: (x @ W.T, C.T @ x),
-        "bare adv": lambda: (x @ W.T, C @ W, x @ W.T, C.T @ x),
+        # the products on the backend the steps use (matmul.linear/matmul), and with `@` (MKL)
+        "bare clean": lambda: (matmul.linear(x, W), matmul.matmul(C.T, x)),
+        "bare adv": lambda: (matmul.linear(x, W), matmul.matmul(C, W), matmul.linear(x, W), matmul.matmul(C.T, x)),
+        "bare clean @": lambda: (x @ W.T, C.T @ x),
         "clean": lambda: step(batch),
         "adv": lambda: step(batch, fgm),
         "sample": lambda: problem.sample(args.batch, generator=data_gen),
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     }, args.repeats)
     bc, ba = times["bare clean"], times["bare adv"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"d={args.d} m={args.m} batch={args.batch} threads={setting.describe()} "
+    print(f"d={args.d} m={args.m} batch={args.batch} threads={setting.describe()} matmul={backend} "
           f"load average at the end={load:.1f} repeats={args.repeats} (medians, interleaved)")
     print(f"{'':30}{'time (ms)':>10}{'bare matmuls (ms)':>19}{'ratio':>7}")
     rows = [("clean step", "clean", bc), ("adversarial step (FGM)", "adv", ba),
@@ -136,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             ("plain autograd clean step", "plain clean", bc), ("plain autograd FGM step", "plain adv", ba)]
     for label, key, bare in rows:
         print(f"{label:30}{times[key] * 1e3:10.1f}{bare * 1e3:19.1f}{times[key] / bare:7.2f}")
+    print(f"bare clean products with `@` (MKL): {times['bare clean @'] * 1e3:.1f} ms, "
+          f"{times['bare clean @'] / bc:.2f}x those on {backend}")
     print(f"plain autograd / purify: clean {times['plain clean'] / times['clean']:.2f}x, "
           f"FGM {times['plain adv'] / times['adv']:.2f}x (same batch, no sampling in either)")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from purify import rng
+from purify import matmul, rng
 from purify import store as S
 from purify.config import ConfigError, RunConfig
 from purify.data import SparseCodingProblem
@@ -142,7 +142,7 @@ class Simulation:
     def create(self) -> None:
         """Write the pre-allocated store (the ideal model's accuracies are known up front)."""
         attrs = {"config_json": self.config.to_json(), "seed": int(self.config.seed),
-                 "device": str(self.device), "torch_threads": torch.get_num_threads(),
+                 "device": str(self.device), "torch_threads": torch.get_num_threads(), "matmul": matmul.backend(),
                  "completed_step": -1, "summary_json": "", **versions()}
         S.create_store(self.run, store_template(self.config, self.timeline, self.problem, self._ideal()), attrs,
                        chunk_along={"snapshots": "step"})  # writing one snapshot rewrites its chunk only

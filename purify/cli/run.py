@@ -4,6 +4,7 @@ before any work, then goes through :mod:`purify.pipeline` (or the experiment fra
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from purify.cli.checks import (
     checked_run,
     fail_during_work,
     printable,
+    stored_matmul,
     stored_threads,
 )
 from purify.cli.info import format_stored_summary
@@ -51,11 +53,9 @@ def _describe(config) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from purify import matmul
     from purify import store as S
-    from purify.pipeline import run_simulation
-    from purify.simulate import Stopped
     from purify.threads import configure_threads
-    from purify.train import DivergenceError
 
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite cannot be combined")
@@ -101,12 +101,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               "starting it", file=sys.stderr)
 
     threads = configure_threads(stored=stored_threads(out) if args.resume else None)
+    try:
+        backend = matmul.choose_backend(override=os.environ.get(matmul.ENV),
+                                        stored=stored_matmul(out) if args.resume else None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    previous = matmul.backend()
+    matmul.set_backend(backend)
+    try:  # in-process callers (tests, notebooks) get their backend back
+        return _simulate(args, out, config, f"{threads.describe()}, matmul {backend}")
+    finally:
+        matmul.set_backend(previous)
+
+
+def _simulate(args: argparse.Namespace, out: Path, config, setting: str) -> int:
+    """Run (or resume) the simulation at ``out``, then its analyses and figures; the exit code."""
+    from purify import store as S
+    from purify.pipeline import run_simulation
+    from purify.simulate import Stopped
+    from purify.train import DivergenceError
 
     def announce(resolved) -> None:
         # Printed only once the folder is accepted, so a refused run prints its one error line.
         for note in resolved.theory_warnings():
             print(f"purify: warning: {note}", file=sys.stderr)
-        print(f"purify simulate: {_describe(resolved)} | {threads.describe()}", file=sys.stderr)
+        print(f"purify simulate: {_describe(resolved)} | {setting}", file=sys.stderr)
         print(f"run folder: {printable(str(out))}", file=sys.stderr)
 
     try:

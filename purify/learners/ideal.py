@@ -12,6 +12,8 @@ import math
 
 from torch import Tensor
 
+from purify.matmul import linear, matmul
+
 
 class IdealRobustModel:
     """Thresholded pure-feature classifier; ``threshold`` defaults to ``1/(2√k)``.
@@ -26,7 +28,7 @@ class IdealRobustModel:
         self.threshold = 1.0 / (2.0 * math.sqrt(k)) if threshold is None else threshold
 
     def _active(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        c = x @ self.M  # (n, D) coefficients <M_i, x>
+        c = matmul(x, self.M)  # (n, D) coefficients <M_i, x>
         return c, (c.abs() >= self.threshold).to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -37,4 +39,4 @@ class IdealRobustModel:
 
     def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         c, active = self._active(x)
-        return (c * active) @ self.w_star, (active * self.w_star) @ self.M.T
+        return (c * active) @ self.w_star, linear(active * self.w_star, self.M)

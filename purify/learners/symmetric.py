@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from purify.matmul import linear, matmul
 from purify.norms import sign
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -96,7 +97,7 @@ class SymmetricReLUNet:
 
     def preactivation(self, x: Tensor) -> Tensor:
         """``u = <w_i, x>`` of shape ``(n, m)``."""
-        return x @ self.W.T
+        return linear(x, self.W)
 
     def _smoothed(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Output ``(n,)`` and ``∂f/∂u (n, m)`` of the smoothed network from ``u``.
@@ -170,7 +171,7 @@ class SymmetricReLUNet:
     def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Smoothed ``f(x) (n,)`` and ``∇_x f(x) = Σ_i f_i'(u) w_i`` ``(n, d)`` (footnote 9)."""
         out, c = self._smoothed(self.preactivation(x))
-        return out, c @ self.W
+        return out, matmul(c, self.W)
 
     def loss_and_grad(
         self,
@@ -198,7 +199,7 @@ class SymmetricReLUNet:
         loss = F.softplus(-margin).mean()
         dloss = -y * torch.sigmoid(-margin) / x.shape[0]  # ∂loss/∂f, (n,)
         # Σ_j c_ji dloss_j x_j: scaling x (n × d) instead of c (n × m, m = 2d) halves that pass.
-        grad = c.T @ (x * dloss[:, None])
+        grad = matmul(c.T, x * dloss[:, None])
         if lam:
             grad = grad + lam * regularizer_grad(self.W)
             loss = loss + lam * regularizer(self.W)

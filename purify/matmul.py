@@ -1,0 +1,93 @@
+"""The networks' matrix products, on the faster of torch's two CPU matrix-product libraries.
+
+On x86 CPUs torch's ``@`` calls MKL, which runs its AVX2 code on AMD processors; oneDNN
+(``torch.ops.mkldnn``, shipped in the same wheel) picks its code by instruction set, so it
+runs AVX-512 wherever the CPU has it.  On the 2-core Zen 5 machines purify is measured on, the
+three products of a default step ran at 390–427 GFLOP/s with oneDNN against 184–198 with
+MKL (``benchmarks/step_time.py`` prints both).  The two sum in different orders, so their
+results agree to float round-off, not bit for bit: like the thread count, the backend is part
+of what makes a run reproducible, and a run stores it (attribute ``matmul``) and resumes with it.
+
+``onednn`` applies to non-empty float32 CPU tensors outside autograd; everything else (float64,
+CUDA, tensors that require grad, empty ones) takes ``@`` whatever the setting.  The library starts on ``blas``
+(``@`` everywhere, the numbers of earlier versions); ``purify simulate`` chooses with
+:func:`choose_backend` (``PURIFY_MATMUL`` overrides) and sets it with :func:`set_backend`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+#: Environment variable that overrides the choice of ``purify simulate``.
+ENV = "PURIFY_MATMUL"
+#: ``blas``: torch's ``@`` (MKL on x86); ``onednn``: ``torch.ops.mkldnn._linear_pointwise``.
+BACKENDS = ("blas", "onednn")
+
+_backend = "blas"
+
+
+@functools.cache
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN's product and it agrees with ``@`` on a small case."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w = torch.randn(5, 7, generator=g), torch.randn(3, 7, generator=g)
+        out = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return out.shape == (5, 3) and bool(torch.allclose(out, x @ w.T, rtol=1e-5, atol=1e-6))
+
+
+def choose_backend(*, override: str | None = None, stored: str | None = None) -> str:
+    """The backend of a run: the stored one for a resumed run (``blas`` for stores written before
+    purify recorded it: pass ``"blas"``), else ``override`` (``PURIFY_MATMUL``), else ``onednn``
+    where available.
+
+    Raises
+    ------
+    ValueError
+        If ``override`` is not one of :data:`BACKENDS`, or asks for ``onednn`` where it is not available.
+    """
+    if stored is not None:
+        return stored if stored in BACKENDS and (stored != "onednn" or onednn_available()) else "blas"
+    if override is not None and override != "":
+        if override not in BACKENDS:
+            raise ValueError(f"{ENV}={override!r}: allowed {', '.join(BACKENDS)}")
+        if override == "onednn" and not onednn_available():
+            raise ValueError(f"{ENV}=onednn: this torch build has no usable oneDNN; use blas")
+        return override
+    return "onednn" if onednn_available() else "blas"
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` (one of :data:`BACKENDS`) the backend of every later product."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"matmul backend {name!r}: allowed {', '.join(BACKENDS)}")
+    if name == "onednn" and not onednn_available():
+        raise ValueError("matmul backend 'onednn': this torch build has no usable oneDNN")
+    _backend = name
+
+
+def backend() -> str:
+    """The backend in use (one of :data:`BACKENDS`)."""
+    return _backend
+
+
+def linear(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ wᵀ`` for ``x (n, d)`` and ``w (m, d)``; either may be a transposed view."""
+    if (_backend == "onednn" and x.dtype == torch.float32 and w.dtype == torch.float32
+            and x.device.type == "cpu" and w.device.type == "cpu" and x.dim() == 2 and w.dim() == 2
+            and x.numel() > 0 and w.numel() > 0 and not (x.requires_grad or w.requires_grad)):
+        return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+    return x @ w.T
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for 2-D ``a (n, k)`` and ``b (k, m)``, on the backend in use."""
+    return linear(a, b.T)

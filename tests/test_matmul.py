@@ -1,0 +1,141 @@
+"""The matmul backends: oneDNN's products equal ``@`` to float round-off, everything oneDNN does
+not take falls back to ``@`` bit for bit, a run on either backend stores the same numbers to
+float tolerance, and a run records its backend and resumes with it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from purify import matmul
+from purify import store as S
+from purify.cli import main
+from purify.learners.symmetric import SymmetricReLUNet
+
+needs_onednn = pytest.mark.skipif(not matmul.onednn_available(), reason="this torch build has no usable oneDNN")
+
+
+@pytest.fixture
+def onednn():
+    previous = matmul.backend()
+    matmul.set_backend("onednn")
+    yield
+    matmul.set_backend(previous)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@needs_onednn
+@pytest.mark.parametrize(("n", "d", "m"), [(512, 300, 600), (37, 64, 128), (1, 50, 7)])
+def test_onednn_products_equal_at_to_round_off(onednn, n, d, m):
+    g = _gen(n)
+    x, W, C = torch.randn(n, d, generator=g), torch.randn(m, d, generator=g), torch.rand(n, m, generator=g)
+    # the three products of a step, transposed views and a strided slice as the library passes them
+    cases = [(matmul.linear(x, W), x @ W.T), (matmul.matmul(C, W), C @ W), (matmul.matmul(C.T, x), C.T @ x),
+             (matmul.linear(x[::2], W), x[::2] @ W.T), (matmul.linear(x.T.contiguous().T, W), x @ W.T)]
+    for got, want in cases:
+        scale = float(want.abs().max())
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-6 * scale * d**0.5)
+
+
+@needs_onednn
+def test_what_onednn_does_not_take_falls_back_to_at_bit_for_bit(onednn):
+    g = _gen(1)
+    x64, W64 = torch.randn(20, 30, generator=g, dtype=torch.float64), torch.randn(10, 30, generator=g, dtype=torch.float64)
+    assert torch.equal(matmul.linear(x64, W64), x64 @ W64.T)
+    x, W = x64.float(), W64.float().requires_grad_()
+    assert torch.equal(matmul.linear(x, W), x @ W.T) and matmul.linear(x, W).requires_grad
+    assert matmul.linear(torch.zeros(0, 30), W.detach()).shape == (0, 10)
+    assert matmul.matmul(torch.zeros(4, 0), torch.zeros(0, 3)).shape == (4, 3)
+
+
+@needs_onednn
+def test_the_network_on_onednn_matches_blas(onednn):
+    g = _gen(2)
+    W = torch.randn(400, 200, generator=g) * 0.1
+    b = 0.8 * W.norm(dim=1) / 6.0
+    net = SymmetricReLUNet(W, b, 0.05 * b)
+    x, y = torch.randn(256, 200, generator=g), torch.where(torch.rand(256, generator=g) < 0.5, 1.0, -1.0)
+    out, grad = net.forward_and_input_grad(x)
+    step = net.loss_and_grad(x, y)
+    matmul.set_backend("blas")
+    out_b, grad_b = net.forward_and_input_grad(x)
+    step_b = net.loss_and_grad(x, y)
+    for got, want in ((out, out_b), (grad, grad_b), (step.grad, step_b.grad)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * float(want.abs().max()))
+    assert step.loss == pytest.approx(step_b.loss, rel=1e-6)
+
+
+def test_backend_rules(monkeypatch):
+    assert matmul.backend() == "blas"  # the library's default: the numbers of earlier versions
+    assert matmul.choose_backend(stored="blas") == "blas"
+    assert matmul.choose_backend(stored="blas", override="onednn") == "blas"  # a resume keeps its own
+    assert matmul.choose_backend(override="blas") == "blas"
+    assert matmul.choose_backend() == ("onednn" if matmul.onednn_available() else "blas")
+    with pytest.raises(ValueError, match="PURIFY_MATMUL='mkl': allowed blas, onednn"):
+        matmul.choose_backend(override="mkl")
+    with pytest.raises(ValueError, match="allowed"):
+        matmul.set_backend("cublas")
+    monkeypatch.setattr(matmul, "onednn_available", lambda: False)
+    assert matmul.choose_backend() == "blas" and matmul.choose_backend(stored="onednn") == "blas"
+    with pytest.raises(ValueError, match="no usable oneDNN"):
+        matmul.choose_backend(override="onednn")
+
+
+def test_a_bad_override_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv(matmul.ENV, "fast")
+    assert main(["simulate", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PURIFY_MATMUL='fast'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+TINY = ["--d", "32", "--k", "3", "--m", "64", "--clean-steps", "60", "--adv-steps", "20", "--n-test", "200",
+        "--n-eval", "100", "--batch-size", "128", "--pgd-steps", "3", "--clean-snapshots", "4",
+        "--adv-snapshots", "2", "--log-points", "10", "--quiet", "--no-analysis", "--seed", "0"]
+
+
+def _run(monkeypatch, run, backend: str | None, *args: str) -> int:
+    if backend is None:
+        monkeypatch.delenv(matmul.ENV, raising=False)
+    else:
+        monkeypatch.setenv(matmul.ENV, backend)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main(["simulate", *args, "--out", str(run)])
+    assert matmul.backend() == "blas", "purify simulate gives an in-process caller its backend back"
+    return code if code == 0 else pytest.fail(err.getvalue())
+
+
+@needs_onednn
+def test_a_small_run_on_either_backend_stores_the_same_numbers(monkeypatch, tmp_path):
+    """The optimisation's switch: the same run on MKL and on oneDNN, compared."""
+    for backend in ("blas", "onednn"):
+        # d = 128: at d = 32 the two libraries happen to sum in the same order (identical runs)
+        _run(monkeypatch, tmp_path / backend, backend, *TINY, "--d", "128", "--m", "256")
+        assert S.read_attrs(tmp_path / backend)["matmul"] == backend
+    a, b = (S.load_run(tmp_path / name) for name in ("blas", "onednn"))
+    Wa, Wb = (S.load_run(tmp_path / name, "snapshots").W.values.astype(np.float64) for name in ("blas", "onednn"))
+    np.testing.assert_allclose(Wa, Wb, rtol=0, atol=1e-4 * np.abs(Wa).max())
+    np.testing.assert_allclose(a.loss.values, b.loss.values, rtol=1e-4)
+    # an example at the margin may change sides: one of 200 (clean), of 100 per attack (robust)
+    np.testing.assert_allclose(a.clean_accuracy.values, b.clean_accuracy.values, rtol=0, atol=1 / 200 + 1e-9)
+    np.testing.assert_allclose(a.robust_accuracy.values, b.robust_accuracy.values, rtol=0, atol=1 / 100 + 1e-9)
+
+
+@needs_onednn
+def test_a_resumed_run_keeps_the_backend_it_started_with(monkeypatch, tmp_path):
+    run = tmp_path / "run"
+    small = [*TINY, "--clean-steps", "4", "--adv-steps", "1", "--clean-snapshots", "2", "--adv-snapshots", "1",
+             "--attacks", "fgm", "--norms", "l2", "--n-test", "40", "--n-eval", "20"]
+    _run(monkeypatch, run, "blas", *small)
+    used: list[str] = []
+    original = matmul.set_backend
+    monkeypatch.setattr(matmul, "set_backend", lambda name: (used.append(name), original(name)))
+    _run(monkeypatch, run, None, "--resume", "--quiet", "--no-analysis")  # the fresh choice would be onednn
+    assert used[0] == "blas" and S.read_attrs(run)["matmul"] == "blas"
