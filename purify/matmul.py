@@ -10,13 +10,17 @@ of what makes a run reproducible, and a run stores it (attribute ``matmul``) and
 
 ``onednn`` applies to non-empty float32 CPU tensors outside autograd; everything else (float64,
 CUDA, tensors that require grad, empty ones) takes ``@`` whatever the setting.  The library starts on ``blas``
-(``@`` everywhere, the numbers of earlier versions); ``purify simulate`` chooses with
-:func:`choose_backend` (``PURIFY_MATMUL`` overrides) and sets it with :func:`set_backend`.
+(``@`` everywhere, the numbers of earlier versions).  A run made through :mod:`purify.pipeline`
+(``purify simulate``, sweep cells, notebooks) chooses with :func:`choose_backend`
+(``PURIFY_MATMUL`` overrides) and runs under it with :func:`using`; its analyses, whenever they
+are computed (``purify analyze`` included), run on the backend the run stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -72,6 +76,18 @@ def set_backend(name: str) -> None:
     if name == "onednn" and not onednn_available():
         raise ValueError("matmul backend 'onednn': this torch build has no usable oneDNN")
     _backend = name
+
+
+@contextlib.contextmanager
+def using(name: str) -> Iterator[None]:
+    """``name`` as the backend inside the block and the previous one after it, even on an error:
+    in-process callers (tests, notebooks, sweep workers) keep the backend they had."""
+    previous = _backend
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
 
 
 def backend() -> str:

@@ -5,10 +5,12 @@ all go through these functions, so a run is made, continued, analysed and drawn 
 whoever asks:
 
 * :func:`run_simulation` — :func:`purify.simulate.simulate` plus the run's provenance record
-  (:mod:`purify.provenance`: command line, host, device, threads, versions), one per session;
+  (:mod:`purify.provenance`: command line, host, device, threads, versions), one per session,
+  on the run's matmul backend (:func:`run_backend`);
 * :func:`simulate_or_resume` — start a run, or continue the one stored in the folder if it is of
   the same config (refusing another config);
-* :func:`analyze_locked` — the analyses a run lacks, computed while holding its lock;
+* :func:`analyze_locked` — the analyses a run lacks, computed while holding its lock, on the
+  backend the run was trained on;
 * :func:`draw_figures` — its figures;
 * :func:`ensure_run` — all three, safe to repeat: notebooks and scripts call it at their top,
   so running them a second time, or several of them against one folder, costs the training once.
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from purify import provenance
+from purify import matmul, provenance
 from purify import store as S
 from purify.analysis import ANALYSES, analyze, done
 from purify.config import DataConfig, EvalConfig, RunConfig, TrainConfig
@@ -63,16 +66,37 @@ def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
             if fa.get(key) != fb.get(key)]
 
 
+def run_backend(run: str | Path, *, resume: bool) -> str:
+    """The matmul backend (:mod:`purify.matmul`) of a session of ``run``: the one the run stored
+    (``blas`` for a store written before purify recorded it) when ``resume`` and the store is
+    readable, else :func:`purify.matmul.choose_backend`'s fresh choice (``PURIFY_MATMUL`` overrides).
+
+    Raises
+    ------
+    ValueError
+        A fresh choice with a ``PURIFY_MATMUL`` that names no usable backend.
+    """
+    stored = None
+    if resume:
+        with contextlib.suppress(S.StoreError, OSError, ValueError):  # unreadable: simulate says why
+            stored = S.read_attrs(run).get("matmul", "blas")
+    return matmul.choose_backend(override=os.environ.get(matmul.ENV), stored=stored)
+
+
 def run_simulation(
     config: RunConfig,
     run: str | Path,
     *,
     on_start: Callable[[RunConfig], None] | None = None,
     command: Sequence[str] | None = None,
+    backend: str | None = None,
     **options: bool,
 ) -> dict:
     """:func:`purify.simulate.simulate` (``options``: ``resume``, ``overwrite``, ``progress``),
     recording the session's provenance in the store.
+
+    The products run on ``backend`` (default :func:`run_backend`: the stored one when resuming),
+    which the store records; the caller's backend is restored after.
 
     The record (``command`` defaults to ``sys.argv``) is taken when the session starts and
     appended when it ends — complete, stopped, diverged or failed — so a resumed run lists
@@ -95,8 +119,11 @@ def run_simulation(
         if on_start is not None:
             on_start(resolved)
 
+    if backend is None:
+        backend = run_backend(run, resume=bool(options.get("resume")))
     try:
-        return simulate(config, run, on_start=start, **options)
+        with matmul.using(backend):
+            return simulate(config, run, on_start=start, **options)
     finally:
         if records:
             with contextlib.suppress(S.StoreError, OSError):  # the store's own error is what is reported
@@ -152,10 +179,12 @@ def analyze_locked(run: str | Path, names: Sequence[str] = ANALYSES, **options: 
     """:func:`purify.analysis.analyze` (``options``: ``force``, ``others``, ``log``) while
     holding the run's lock, so that no other process resumes, overwrites or analyses it
     meanwhile; the lock is not taken when nothing is missing (and no ``others`` are to be
-    checked).  Returns the seconds each computed analysis took."""
+    checked).  The analyses' products run on the backend the run was trained on, so computing
+    them later (``purify analyze --force``) gives the numbers ``purify simulate`` stored.
+    Returns the seconds each computed analysis took."""
     if not options.get("force") and not options.get("others") and all(n in done(run) for n in names):
         return {}
-    with S.RunLock(S.run_dir(run)):
+    with S.RunLock(S.run_dir(run)), matmul.using(run_backend(run, resume=True)):
         return analyze(run, names=tuple(names), **options)
 
 

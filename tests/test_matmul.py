@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 
 import numpy as np
 import pytest
@@ -139,3 +140,53 @@ def test_a_resumed_run_keeps_the_backend_it_started_with(monkeypatch, tmp_path):
     monkeypatch.setattr(matmul, "set_backend", lambda name: (used.append(name), original(name)))
     _run(monkeypatch, run, None, "--resume", "--quiet", "--no-analysis")  # the fresh choice would be onednn
     assert used[0] == "blas" and S.read_attrs(run)["matmul"] == "blas"
+
+
+def test_using_restores_the_backend_even_on_an_error():
+    with pytest.raises(ZeroDivisionError), matmul.using("blas"):
+        matmul.set_backend("blas")
+        _ = 1 / 0
+    assert matmul.backend() == "blas"
+    with pytest.raises(ValueError, match="allowed"), matmul.using("fast"):
+        pass
+    assert matmul.backend() == "blas"
+
+
+@needs_onednn
+def test_analyses_run_on_the_backend_the_run_stored(monkeypatch, tmp_path):
+    """``purify analyze`` in a process whose backend is blas, with ``PURIFY_MATMUL=blas``, computes
+    a oneDNN run's analyses on oneDNN: bit for bit what they are there, not what blas gives (at
+    d = 128 the two backends differ)."""
+    from purify.analysis import analyze
+
+    run, groups = tmp_path / "run", ("purification", "perturbations")
+    _run(monkeypatch, run, "onednn", *TINY, "--d", "128", "--m", "256")
+    monkeypatch.setenv(matmul.ENV, "blas")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["analyze", "--only", ",".join(groups), str(run)]) == 0
+    assert matmul.backend() == "blas"
+    stored = {g: S.load_run(run, f"analysis/{g}").load() for g in groups}
+
+    def same(backend: str) -> bool:
+        with matmul.using(backend):
+            analyze(run, names=groups, force=True)
+        return all(np.array_equal(S.load_run(run, f"analysis/{g}")[n].values, v.values, equal_nan=True)
+                   for g in groups for n, v in stored[g].data_vars.items())
+
+    assert same("onednn") and not same("blas")
+
+
+def test_a_session_resumes_on_the_stored_backend_and_starts_on_a_fresh_choice(monkeypatch, tmp_path):
+    from purify.pipeline import run_backend
+
+    run = tmp_path / "run"
+    _run(monkeypatch, run, "blas", *TINY, "--clean-steps", "4", "--adv-steps", "1", "--clean-snapshots", "2",
+         "--adv-snapshots", "1", "--attacks", "fgm", "--norms", "l2", "--n-test", "40", "--n-eval", "20")
+    monkeypatch.setenv(matmul.ENV, "onednn" if matmul.onednn_available() else "blas")
+    assert run_backend(run, resume=True) == "blas"
+    assert run_backend(run, resume=False) == matmul.choose_backend(override=os.environ.get(matmul.ENV))
+    assert run_backend(tmp_path / "missing", resume=True) == matmul.choose_backend(override=os.environ.get(matmul.ENV))
+    monkeypatch.setenv(matmul.ENV, "fast")
+    assert run_backend(run, resume=True) == "blas"  # a resume does not look at the override
+    with pytest.raises(ValueError, match="PURIFY_MATMUL='fast'"):
+        run_backend(run, resume=False)

@@ -29,7 +29,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 import purify.trainer as trainer_module
-from purify import provenance
+from purify import matmul, provenance
 from purify import store as S
 from purify.analysis import analyze
 from purify.cli import main
@@ -150,6 +150,10 @@ def swept(tmp_path_factory, cluster, spec_file, cells):
     return out, result, log.getvalue()
 
 
+def _fresh_backend() -> str:
+    return matmul.choose_backend(override=os.environ.get(matmul.ENV))
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cells):
     """The complete cells run one by one in this process: ``{cell name: (summary, scalars)}``."""
@@ -160,8 +164,11 @@ def reference(tmp_path_factory, cells):
             if cell.config.train.lr > 1e3:
                 continue
             run = root / cell.name
-            simulate(cell.config, run, progress=False)
-            analyze(run, names=ANALYSES)
+            # each cell on the backend the sweep ran it on: the interrupted one resumed on the
+            # blas its first session (plain simulate) started with, the others on a fresh choice
+            with matmul.using("blas" if cell.name == INTERRUPTED else _fresh_backend()):
+                simulate(cell.config, run, progress=False)
+                analyze(run, names=ANALYSES)
             refs[cell.name] = (summarize(run), {a: analysis_scalars(run, a) for a in ANALYSES})
     return refs
 
@@ -236,6 +243,10 @@ def test_interrupted_cell_resumed_from_its_checkpoint(swept, cells):
     run = out / "cells" / INTERRUPTED
     attrs = S.read_attrs(run)
     assert attrs["status"] == "complete"
+    # resumed on the backend it started with; a cell the sweep started chose afresh
+    assert attrs["matmul"] == "blas"
+    other = next(c for c in cells if c.name != INTERRUPTED and c.config.train.lr < 1e3)
+    assert S.read_attrs(out / "cells" / other.name)["matmul"] == _fresh_backend()
     # the resumed session trained only the remaining steps (its own elapsed time) and, by the
     # bitwise comparison above, ended where an uninterrupted run ends.
     total = next(c for c in cells if c.name == INTERRUPTED).config.train

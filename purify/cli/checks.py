@@ -131,13 +131,3 @@ def stored_threads(out: Path) -> int | None:
     except (S.StoreError, OSError, ValueError):
         return None
 
-
-def stored_matmul(out: Path) -> str | None:
-    """The matmul backend a run to resume was started with: ``blas`` for a store written before
-    purify recorded it, None if unreadable (simulate says why)."""
-    from purify import store as S
-
-    try:
-        return S.read_attrs(out).get("matmul", "blas")
-    except (S.StoreError, OSError, ValueError):
-        return None

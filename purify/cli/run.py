@@ -4,7 +4,6 @@ before any work, then goes through :mod:`purify.pipeline` (or the experiment fra
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from purify.cli.checks import (
     checked_run,
     fail_during_work,
     printable,
-    stored_matmul,
     stored_threads,
 )
 from purify.cli.info import format_stored_summary
@@ -53,8 +51,8 @@ def _describe(config) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from purify import matmul
     from purify import store as S
+    from purify.pipeline import run_backend
     from purify.threads import configure_threads
 
     if args.resume and args.overwrite:
@@ -102,19 +100,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     threads = configure_threads(stored=stored_threads(out) if args.resume else None)
     try:
-        backend = matmul.choose_backend(override=os.environ.get(matmul.ENV),
-                                        stored=stored_matmul(out) if args.resume else None)
+        backend = run_backend(out, resume=args.resume)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    previous = matmul.backend()
-    matmul.set_backend(backend)
-    try:  # in-process callers (tests, notebooks) get their backend back
-        return _simulate(args, out, config, f"{threads.describe()}, matmul {backend}")
-    finally:
-        matmul.set_backend(previous)
+    return _simulate(args, out, config, backend, f"{threads.describe()}, matmul {backend}")
 
 
-def _simulate(args: argparse.Namespace, out: Path, config, setting: str) -> int:
+def _simulate(args: argparse.Namespace, out: Path, config, backend: str, setting: str) -> int:
     """Run (or resume) the simulation at ``out``, then its analyses and figures; the exit code."""
     from purify import store as S
     from purify.pipeline import run_simulation
@@ -129,7 +121,7 @@ def _simulate(args: argparse.Namespace, out: Path, config, setting: str) -> int:
         print(f"run folder: {printable(str(out))}", file=sys.stderr)
 
     try:
-        summary = run_simulation(config, out, resume=args.resume, overwrite=args.overwrite,
+        summary = run_simulation(config, out, resume=args.resume, overwrite=args.overwrite, backend=backend,
                                  progress=not args.quiet, on_start=announce, command=args.command_line)
     except S.StoreWriteError as e:
         print(f"purify: error: {e}; fix the cause (e.g. free disk space), then resume with: "

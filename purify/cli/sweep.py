@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid --seeds={args.seeds}: a sweep has at most {SW.MAX_CELLS} cells")
     if args.seeds is not None and args.seed is not None:
         raise UsageError("--seed and --seeds cannot be combined")
+    from purify import matmul
+
+    try:  # the cells choose their backend themselves: a bad override fails here, once
+        matmul.choose_backend(override=os.environ.get(matmul.ENV))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     overrides = [(f"{section}.{name}", _sweep_values(flag, getattr(args, dest(flag)), kind))
                  for flag, section, name, kind, _ in OPTIONS if getattr(args, dest(flag)) is not None]
     for flag, key, kind in (("--seed", "seed", INT), ("--problem-seed", "problem_seed", INT), ("--device", "device", str),
