@@ -44,6 +44,22 @@ def unit_rows(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
+def test_codes_are_the_same_bit_for_bit_on_any_number_of_threads():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((120, 60))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    T = rng.standard_normal((17, 60))
+    T[4] = 0.0  # a zero target keeps its exact zero code
+    alphas = np.geomspace(lasso.alpha_max(A, T), 1e-2 * lasso.alpha_max(A, T), 8)
+    serial, gap = lasso.lasso_codes(A, T, alphas, workers=1, max_atoms=40)
+    assert np.isnan(serial[:, :, -1]).all() and not np.isnan(serial[:, :, 1]).any()  # the path stopped
+    assert (serial[4, :, :2] == 0).all()
+    for workers in (2, 5):
+        codes, g = lasso.lasso_codes(A, T, alphas, workers=workers, max_atoms=40)
+        np.testing.assert_array_equal(codes, serial)
+        assert g == gap
+
+
 def test_orthonormal_dictionary_gives_soft_thresholding_exactly():
     # sklearn: ||x - A^T y||^2/(2d) + alpha ||y||_1; with A A^T = I this is separable in
     # c = A x: y = sign(c) max(|c| - d alpha, 0).

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -109,6 +110,7 @@ def lasso_codes(
     tol: float = 1e-4,
     max_iter: int = 2000,
     max_atoms: float | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Lasso codes of every target along a path of ℓ₁ weights (§8.3, footnote 18).
 
@@ -126,6 +128,9 @@ def lasso_codes(
     max_atoms : stop the path after the first ``α`` at which the mean number of non-zero
         codes over the targets exceeds this (the cost grows with the active set); the
         remaining points are NaN.  ``None``: the whole path.
+    workers : threads solving targets side by side (default: torch's thread count, the run's
+        budget).  The targets' problems are independent and scikit-learn's coordinate descent
+        runs without the GIL, so the codes are the same bit for bit whatever the count.
 
     Returns
     -------
@@ -144,20 +149,24 @@ def lasso_codes(
     codes = np.full((n, p, len(alphas)), np.nan)
     w = np.zeros((n, p))
     max_gap = 0.0
-    # Coordinate descent calls BLAS level-1 routines on short vectors: threads only add
-    # synchronisation (10x slower on a busy 2-core machine), so BLAS runs single-threaded here.
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+    rows = np.flatnonzero(sq > 0)  # the zero code is exact for x = 0
+
+    def solve(i: int, alpha: float) -> float:
+        _, coef, gaps = lasso_path(X, T[i], alphas=[alpha], precompute=gram, Xy=Xy[i],
+                                   coef_init=w[i], check_input=False, tol=tol, max_iter=max_iter)
+        w[i] = coef[:, 0]
+        # lasso_path returns gaps of the 1/(2d)-scaled objective; sklearn's criterion is gap·d ≤ tol·‖x‖².
+        return float(gaps[0]) * d / sq[i]
+
+    # Coordinate descent calls BLAS level-1 routines on short vectors: BLAS threads only add
+    # synchronisation (10x slower on a busy 2-core machine), so BLAS runs single-threaded and
+    # the targets are spread over threads instead.
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(), \
+            ThreadPoolExecutor(max(1, workers or torch.get_num_threads())) as pool:
         # Non-convergence is reported through max_gap instead of a warning per target.
         warnings.simplefilter("ignore", ConvergenceWarning)
         for j, alpha in enumerate(alphas):  # alpha-major, so the path can stop for all targets at once
-            for i in range(n):
-                if sq[i] == 0:
-                    continue  # the zero code is exact
-                _, coef, gaps = lasso_path(X, T[i], alphas=[alpha], precompute=gram, Xy=Xy[i],
-                                           coef_init=w[i], check_input=False, tol=tol, max_iter=max_iter)
-                w[i] = coef[:, 0]
-                # lasso_path returns gaps of the 1/(2d)-scaled objective; sklearn's criterion is gap·d ≤ tol·‖x‖².
-                max_gap = max(max_gap, float(gaps[0]) * d / sq[i])
+            max_gap = max([max_gap, *pool.map(solve, rows, [alpha] * len(rows))])
             codes[:, :, j] = w
             if max_atoms is not None and (w != 0).sum(axis=1).mean() > max_atoms:
                 break
