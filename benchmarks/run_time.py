@@ -179,26 +179,6 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
     return steps
 
 
-@contextlib.contextmanager
-def _record_backend() -> Iterator[list[str]]:
-    """Collect the matmul backend ``purify simulate`` sets (it restores the previous one after)."""
-    from purify import matmul
-
-    chosen: list[str] = []
-    original = matmul.set_backend
-
-    def recording(name: str) -> None:
-        if not chosen:
-            chosen.append(name)
-        original(name)
-
-    matmul.set_backend = recording
-    try:
-        yield chosen
-    finally:
-        matmul.set_backend = original
-
-
 def gemm_rate(n: int, d: int, m: int, seconds: float = 1.5) -> dict[str, float]:
     """FLOP/s of ``(n × d) @ (d × m)`` in float32 at the current thread count (median of runs),
     per matmul backend available here; the floor uses the fastest, whichever the run used."""
@@ -236,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     d = args.d or (300 if args.quick else 1000)
 
+    from purify import store as S
     from purify.cli import build_parser, config_from_args
     from purify.cli import main as purify_main
     from purify.threads import configure_threads
@@ -252,10 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "run"
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()) as stdout, _record_backend() as chosen:
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
             code = purify_main([*sim_args, "--out", str(out)])
-        used = chosen[0] if chosen else "?"
         wall = time.perf_counter() - t0
+        used = S.read_attrs(out).get("matmul", "?") if code == 0 else "?"  # the run records its backend
     if code != 0:
         raise SystemExit(f"purify simulate failed with exit code {code}:\n{stdout.getvalue()}")
     rate1 = gemm_rate(n, d, m)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-#: Environment variable that overrides the choice of ``purify simulate``.
+#: Environment variable that overrides the choice of a new run (a resumed run keeps its own).
 ENV = "PURIFY_MATMUL"
 #: ``blas``: torch's ``@`` (MKL on x86); ``onednn``: ``torch.ops.mkldnn._linear_pointwise``.
 BACKENDS = ("blas", "onednn")

@@ -130,4 +130,3 @@ def stored_threads(out: Path) -> int | None:
         return S.read_attrs(out).get("torch_threads")
     except (S.StoreError, OSError, ValueError):
         return None
-
