@@ -1,6 +1,7 @@
 """The matmul backends: oneDNN's products equal ``@`` to float round-off, everything oneDNN does
 not take falls back to ``@`` bit for bit, a run on either backend stores the same numbers to
-float tolerance, and a run records its backend and resumes with it."""
+float tolerance, and a run records its backend and resumes with it.  A reused weight's packed
+products equal the plain ones bit for bit, so packing changes no stored number."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from fixtures import assert_same_store
 
 from purify import matmul
 from purify import store as S
@@ -73,6 +75,42 @@ def test_the_network_on_onednn_matches_blas(onednn):
     assert step.loss == pytest.approx(step_b.loss, rel=1e-6)
 
 
+@needs_onednn
+def test_a_reused_weight_gives_the_plain_products_bit_for_bit(onednn):
+    assert matmul.packing_exact()
+    g = _gen(3)
+    W = torch.randn(300, 128, generator=g)
+    for weight in (W, W.T):
+        reused = matmul.Reused(weight)
+        # one row takes another kernel, and must stay plain; the rest is packed from the third use
+        for n in (64, 2, 1, 300, 17, 64, 5):
+            x = torch.randn(n, weight.shape[1], generator=g)
+            assert torch.equal(reused(x), matmul.linear(x, weight)), n
+        assert reused._packed is not None, "a weight used seven times is packed"
+        W.mul_(0.5)  # in place: the packed copy is stale and must not be used
+        x = torch.randn(40, weight.shape[1], generator=g)
+        for _ in range(4):
+            assert torch.equal(reused(x), matmul.linear(x, weight))
+    matmul.set_backend("blas")
+    x = torch.randn(9, 128, generator=g)
+    assert torch.equal(matmul.Reused(W)(x), x @ W.T)
+
+
+@needs_onednn
+def test_a_network_follows_its_weights_when_they_are_replaced(onednn):
+    g = _gen(4)
+    W = torch.randn(64, 32, generator=g)
+    b = 0.3 * W.norm(dim=1)
+    net = SymmetricReLUNet(W, b, 0.05 * b)
+    x = torch.randn(20, 32, generator=g)
+    for _ in range(4):
+        net.forward_and_input_grad(x)
+    net.W = 2 * W
+    out, grad = net.forward_and_input_grad(x)
+    fresh = SymmetricReLUNet(2 * W, b, 0.05 * b).forward_and_input_grad(x)
+    assert torch.equal(out, fresh[0]) and torch.equal(grad, fresh[1])
+
+
 def test_backend_rules(monkeypatch):
     assert matmul.backend() == "blas"  # the library's default: the numbers of earlier versions
     assert matmul.choose_backend(stored="blas") == "blas"
@@ -127,6 +165,15 @@ def test_a_small_run_on_either_backend_stores_the_same_numbers(monkeypatch, tmp_
     # an example at the margin may change sides: one of 200 (clean), of 100 per attack (robust)
     np.testing.assert_allclose(a.clean_accuracy.values, b.clean_accuracy.values, rtol=0, atol=1 / 200 + 1e-9)
     np.testing.assert_allclose(a.robust_accuracy.values, b.robust_accuracy.values, rtol=0, atol=1 / 100 + 1e-9)
+
+
+@needs_onednn
+def test_packing_reused_weights_changes_no_stored_number(monkeypatch, tmp_path):
+    """The optimisation's switch: one oneDNN run with weights never packed and packed after two uses."""
+    for name, after in (("plain", 10**9), ("packed", matmul.PACK_AFTER)):
+        monkeypatch.setattr(matmul, "PACK_AFTER", after)
+        _run(monkeypatch, tmp_path / name, "onednn", *TINY, "--d", "128", "--m", "256")
+    assert_same_store(tmp_path / "plain", tmp_path / "packed")
 
 
 @needs_onednn

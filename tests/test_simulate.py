@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from fixtures import assert_same_store
 
 import purify.simulate as simulate_module
 import purify.trainer as trainer_module
@@ -41,8 +42,6 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTH
 GROUPS = ("", "snapshots", "problem", "evaluation", "threshold")  # + attack_strength above fast
 VERSION_ATTRS = ("purify_version", "python_version", "torch_version", "numpy_version", "xarray_version",
                  "zarr_version", "sklearn_version")
-VOLATILE_ATTRS = ("elapsed_seconds", "final_evaluation_seconds",  # wall time of the last session
-                  "provenance_json")  # the sessions that wrote the run: legitimately differ
 
 
 # --------------------------------------------------------------------------------------
@@ -93,30 +92,6 @@ def wait_for_step(run: Path, proc: subprocess.Popen, step: int, timeout: float =
             raise AssertionError(f"run ended before step {step}: {proc.returncode}\n{proc.stderr.read()}")
         time.sleep(0.002)
     raise AssertionError(f"run did not reach step {step} in {timeout} s")
-
-
-def all_groups(run: Path) -> list[str]:
-    """Every group of the store, found on disk (so an unexpected extra group is noticed)."""
-    root = S.store_path(run)
-    groups = []
-    for meta in root.rglob("zarr.json"):
-        if json.loads(meta.read_text()).get("node_type") == "group":
-            groups.append("" if meta.parent == root else meta.parent.relative_to(root).as_posix())
-    return sorted(groups)
-
-
-def assert_same_store(a: Path, b: Path, groups=GROUPS) -> None:
-    """Every group identical: values bit for bit, coordinates, attributes (but wall time)."""
-    assert all_groups(a) == all_groups(b) == sorted(groups)
-    for group in groups:
-        x, y = S.load_run(a, group), S.load_run(b, group)
-        if not group:
-            x.attrs = {k: v for k, v in x.attrs.items() if k not in VOLATILE_ATTRS}
-            y.attrs = {k: v for k, v in y.attrs.items() if k not in VOLATILE_ATTRS}
-        xr.testing.assert_identical(x, y)
-        for name in x.variables:
-            if x[name].dtype.kind == "f":
-                assert x[name].values.tobytes() == y[name].values.tobytes(), (group, name)
 
 
 def check_complete_store(run: Path, cfg: RunConfig) -> None:
@@ -250,7 +225,7 @@ def test_adversarial_training_freezes_biases_raised_to_the_radius_floor(referenc
 
 def test_same_seed_same_store_other_seed_other_weights(reference, tmp_path):
     simulate_ok(tmp_path / "again", *TINY, "--seed", "0")
-    assert_same_store(reference, tmp_path / "again")
+    assert_same_store(reference, tmp_path / "again", GROUPS)
 
     simulate_ok(tmp_path / "other", *TINY, "--seed", "1")
     W0 = S.load_run(reference, "snapshots").W.values
@@ -288,7 +263,7 @@ def test_store_killed_before_its_first_checkpoint_resumes_from_step_zero(referen
         matmul.set_backend(previous)
     assert S.load_checkpoint(run) is None
     resume_ok(run)
-    assert_same_store(run, reference)
+    assert_same_store(run, reference, GROUPS)
 
 
 
@@ -330,7 +305,7 @@ def test_resume_after_sigkill_is_bitwise_identical(reference, ref_config, tmp_pa
         check_summary(reference)["ideal_model"]["clean_accuracy"])
 
     resume_ok(run)
-    assert_same_store(reference, run)
+    assert_same_store(reference, run, GROUPS)
     assert not (run / ".lock").exists()
 
 
@@ -359,7 +334,7 @@ def test_sigint_stops_with_a_hint_and_resumes_identically(reference, tmp_path):
 
     resume_ok(run)
     assert S.read_attrs(run)["status_reason"] == ""
-    assert_same_store(reference, run)
+    assert_same_store(reference, run, GROUPS)
 
 
 def _stop_at(monkeypatch, step: int, sig: int) -> None:
@@ -400,7 +375,7 @@ def test_stop_at_a_random_step_resumes_identically(reference, ref_config, tmp_pa
             "adversarial": rng.randint(tc + 2, tl.total - 1), "last": tl.total}[where]
     run = tmp_path / "stopped"
     _stopped_then_resumed(monkeypatch, run, step, sig, *TINY, "--seed", "0")
-    assert_same_store(reference, run)
+    assert_same_store(reference, run, GROUPS)
 
 
 def test_stop_and_resume_with_noisy_activation_and_pgd_training(tmp_path, monkeypatch):
@@ -414,7 +389,7 @@ def test_stop_and_resume_with_noisy_activation_and_pgd_training(tmp_path, monkey
     for i, step in enumerate(sorted(random.Random(3).sample(range(1, tl.total), 2))):
         run = tmp_path / f"resumed{i}"
         _stopped_then_resumed(monkeypatch, run, step, signal.SIGINT, *options)
-        assert_same_store(tmp_path / "full", run)
+        assert_same_store(tmp_path / "full", run, GROUPS)
 
 
 # --------------------------------------------------------------------------------------
@@ -614,7 +589,7 @@ def test_fixed_training_set_runs_and_resumes_identically(tmp_path, monkeypatch):
     check_complete_store(tmp_path / "full", cfg)
     step = random.Random(7).randint(1, Timeline.from_config(cfg).total)
     _stopped_then_resumed(monkeypatch, tmp_path / "resumed", step, signal.SIGINT, *options)
-    assert_same_store(tmp_path / "full", tmp_path / "resumed")
+    assert_same_store(tmp_path / "full", tmp_path / "resumed", GROUPS)
 
 
 # --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import math
 
 from torch import Tensor
 
-from purify.matmul import linear, matmul
+from purify.matmul import Reused
 
 
 class IdealRobustModel:
@@ -24,11 +24,18 @@ class IdealRobustModel:
 
     def __init__(self, M: Tensor, w_star: Tensor, k: int, threshold: float | None = None) -> None:
         self.M = M
+        self._reused: tuple[Tensor, Reused, Reused] | None = None  # (M, x ↦ x M, v ↦ v Mᵀ)
         self.w_star = w_star
         self.threshold = 1.0 / (2.0 * math.sqrt(k)) if threshold is None else threshold
 
+    def _products(self) -> tuple[Reused, Reused]:
+        """``x ↦ x M`` and ``v ↦ v Mᵀ`` for the current ``M``: an attack calls both hundreds of times."""
+        if self._reused is None or self._reused[0] is not self.M:
+            self._reused = (self.M, Reused(self.M.T), Reused(self.M))
+        return self._reused[1], self._reused[2]
+
     def _active(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        c = matmul(x, self.M)  # (n, D) coefficients <M_i, x>
+        c = self._products()[0](x)  # (n, D) coefficients <M_i, x>
         return c, (c.abs() >= self.threshold).to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -39,4 +46,4 @@ class IdealRobustModel:
 
     def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         c, active = self._active(x)
-        return (c * active) @ self.w_star, linear(active * self.w_star, self.M)
+        return (c * active) @ self.w_star, self._products()[1](active * self.w_star)

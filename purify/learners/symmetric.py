@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from purify.matmul import linear, matmul
+from purify.matmul import Reused, matmul
 from purify.norms import sign
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -90,14 +90,23 @@ class SymmetricReLUNet:
         self.b = b
         self.sigma_rho = sigma_rho
         self._one_sided: bool | None = None  # decided on the first smoothed forward, see _smoothed
+        # (W they were made for, products x Wᵀ, products c W): an attack multiplies by the same W
+        # hundreds of times, and W is a public attribute a caller may replace
+        self._reused: tuple[Tensor, Reused, Reused] | None = None
 
     @property
     def width(self) -> int:
         return self.W.shape[0]
 
+    def _products(self) -> tuple[Reused, Reused]:
+        """``x ↦ x Wᵀ`` and ``c ↦ c W`` for the current ``W`` (:class:`purify.matmul.Reused`)."""
+        if self._reused is None or self._reused[0] is not self.W:
+            self._reused = (self.W, Reused(self.W), Reused(self.W.T))
+        return self._reused[1], self._reused[2]
+
     def preactivation(self, x: Tensor) -> Tensor:
         """``u = <w_i, x>`` of shape ``(n, m)``."""
-        return linear(x, self.W)
+        return self._products()[0](x)
 
     def _smoothed(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Output ``(n,)`` and ``∂f/∂u (n, m)`` of the smoothed network from ``u``.
@@ -171,7 +180,7 @@ class SymmetricReLUNet:
     def forward_and_input_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Smoothed ``f(x) (n,)`` and ``∇_x f(x) = Σ_i f_i'(u) w_i`` ``(n, d)`` (footnote 9)."""
         out, c = self._smoothed(self.preactivation(x))
-        return out, matmul(c, self.W)
+        return out, self._products()[1](c)
 
     def loss_and_grad(
         self,
