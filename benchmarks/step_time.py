@@ -90,31 +90,35 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--d", type=int, default=1000)
     p.add_argument("--m", type=int, default=2000)
+    p.add_argument("--k", type=int, default=None, help="sparsity (default 60, at most d/10)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=None,
                    help="torch/BLAS threads (default: as purify simulate chooses them)")
     args = p.parse_args(argv)
+    k = min(60, max(1, args.d // 10)) if args.k is None else args.k
+    if not 1 <= k <= args.d:
+        p.error(f"--k {k}: must be in [1, d={args.d}]")
     if args.threads is not None:
         os.environ["PURIFY_THREADS"] = str(args.threads)
     setting = configure_threads()
     backend = matmul.choose_backend(override=os.environ.get(matmul.ENV))  # as purify simulate
     matmul.set_backend(backend)
     g = torch.Generator().manual_seed(0)
-    problem = make_problem(RunConfig(data=DataConfig(d=args.d)).resolve(seed=0))
+    problem = make_problem(RunConfig(data=DataConfig(d=args.d, k=k)).resolve(seed=0))
     data_gen = torch.Generator().manual_seed(4)
     batch = problem.sample(args.batch, generator=data_gen)
     x, y = batch.x, batch.y
     # A network in the regime of training: b_i ∝ ‖w_i‖ and σ_ρ = b/20 (the norm schedule), so
     # most (example, neuron) pairs are off, as after the lottery phase.
     W = torch.randn(args.m, args.d, generator=g) * 0.05
-    b = 0.8 * W.norm(dim=1) / 60**0.5
+    b = 0.8 * W.norm(dim=1) / k**0.5
     s = 0.05 * b
     net = SymmetricReLUNet(W, b, s)
     C = torch.rand(args.batch, args.m, generator=g)
     rho = torch.Generator().manual_seed(1)
     fgm = FGM("l2")
-    tau = 1 / 60**0.5
+    tau = 1 / k**0.5
 
     def step(bt: Batch, attack=None):
         return train_step(net, bt, lr=1.0, lam=0.0, noisy=False, rho_generator=rho,
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     }, args.repeats)
     bc, ba = times["bare clean"], times["bare adv"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"d={args.d} m={args.m} batch={args.batch} threads={setting.describe()} matmul={backend} "
+    print(f"d={args.d} k={k} m={args.m} batch={args.batch} threads={setting.describe()} matmul={backend} "
           f"load average at the end={load:.1f} repeats={args.repeats} (medians, interleaved)")
     print(f"{'':30}{'time (ms)':>10}{'bare matmuls (ms)':>19}{'ratio':>7}")
     rows = [("clean step", "clean", bc), ("adversarial step (FGM)", "adv", ba),

@@ -1,0 +1,53 @@
+"""The benchmark scripts run and print self-consistent tables, at tiny sizes: a smoke test of the
+scripts the README's performance numbers come from, not a timing.  Each runs in its own process,
+because ``run_time.py`` wraps the library's functions with timers for the rest of its process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--m", "64", "--clean-steps", "60", "--adv-steps", "20", "--n-test", "200", "--n-eval", "100",
+            "--batch-size", "128", "--pgd-steps", "3", "--clean-snapshots", "4", "--adv-snapshots", "2",
+            "--log-points", "10"]
+
+
+def _bench(script: str, *args: str) -> str:
+    env = {**os.environ, "PURIFY_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_step_time_prints_each_step_against_its_products():
+    out = _bench("step_time.py", "--d", "32", "--m", "64", "--batch", "16", "--repeats", "2")
+    assert "d=32 k=3 m=64 batch=16" in out  # k defaults to min(60, d/10): small d works
+    rows = re.findall(r"^(\S[^\n\d]*?) +([\d.]+) +([\d.]+) +([\d.]+)$", out, flags=re.M)
+    assert [r[0] for r in rows] == ["clean step", "adversarial step (FGM)", "sampling a batch",
+                                    "online clean step (+ sampling)", "online FGM step (+ sampling)",
+                                    "plain autograd clean step", "plain autograd FGM step"]
+    for _, t, bare, ratio in ((r[0], *map(float, r[1:])) for r in rows):
+        assert t > 0 and bare > 0
+        # the ratio is of the unrounded times, each printed to 0.1 ms and itself to 0.01
+        assert (t - 0.05) / (bare + 0.05) - 0.005 <= ratio <= (t + 0.05) / max(bare - 0.05, 1e-3) + 0.005
+    assert re.search(r"plain autograd / purify: clean [\d.]+x, FGM [\d.]+x", out)
+
+
+def test_run_time_parts_add_up_and_figures_are_not_store_writes():
+    out = _bench("run_time.py", "--d", "32", "--k", "3", "--", *TINY_RUN)
+    assert "steps clean=60 adversarial=20" in out
+    parts = {name.strip(): float(t) for name, t in re.findall(r"^ {2,4}(\S.*?)\s+([\d.]+)\s+[\d.]+%$", out, flags=re.M)}
+    total = float(re.search(r"total \(wall\)\s+([\d.]+)", out).group(1))
+    # parts are exclusive, so they add up to the wall time (each printed to 0.1 s)
+    assert abs(sum(parts.values()) - total) <= 0.05 * len(parts) + 0.1
+    # figures are saved through the store's atomic file writer; rendering them is not a store write
+    # (it was, and made store writes look 5x what they are)
+    assert parts["figures"] > parts["store writes"]
+    assert float(re.search(r"run / floor = ([\d.]+)", out).group(1)) > 1
+    flops = re.search(r"total ([\d.]+) T", out)
+    assert flops and float(flops.group(1)) > 0
