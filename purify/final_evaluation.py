@@ -223,8 +223,15 @@ def _threshold(fe: FinalEvaluation, models: dict[str, Learner],
     assert isinstance(clean, SymmetricReLUNet)
     select_norm = tr.adv_norm if tr.adv_norm in fe.norms else fe.norms[0]
     scale = 1.0 / math.sqrt(config.data.k)
-    nets = [threshold_net(clean.W, r, scale, tr.adv_norm, net.sigma_rho_ratio) for r in THRESHOLD_GRID]
-    fast = [{norm: fe.fast(m, norm) for norm in fe.norms} for m in nets]
+
+    def threshold_at(i: int) -> SymmetricReLUNet:
+        # built when needed, not kept: each keeps packed copies of its weights (purify.matmul.Reused)
+        return threshold_net(clean.W, THRESHOLD_GRID[i], scale, tr.adv_norm, net.sigma_rho_ratio)
+
+    fast = []
+    for i in range(len(THRESHOLD_GRID)):
+        model = threshold_at(i)
+        fast.append({norm: fe.fast(model, norm) for norm in fe.norms})
     clean_acc = np.array([f[fe.norms[0]].clean_correct.mean() for f in fast])
     fast_acc = np.array([[f[norm].robust_correct.mean() for norm in fe.norms] for f in fast])
     target = float(results["robust"][fe.norms[0]].clean_correct.mean()) - CLEAN_SLACK
@@ -244,13 +251,15 @@ def _threshold(fe: FinalEvaluation, models: dict[str, Learner],
     for i in (int(c) for c in candidates):
         if best >= 0 and fast_acc[i, s] <= full_acc[best, s]:
             continue
-        full[i] = {select_norm: fe.full(nets[i], select_norm, fast[i][select_norm], {"smooth": smoother(nets[i])})}
+        model = threshold_at(i)
+        full[i] = {select_norm: fe.full(model, select_norm, fast[i][select_norm], {"smooth": smoother(model)})}
         full_acc[i, s] = full[i][select_norm].robust_correct.mean()
         if best < 0 or full_acc[i, s] > full_acc[best, s]:
             best = i
+    model = threshold_at(best)
     for j, norm in enumerate(fe.norms):
         if norm != select_norm:
-            full[best][norm] = fe.full(nets[best], norm, fast[best][norm], {"smooth": smoother(nets[best])})
+            full[best][norm] = fe.full(model, norm, fast[best][norm], {"smooth": smoother(model)})
             full_acc[best, j] = full[best][norm].robust_correct.mean()
     dims = V.FINAL_LAYOUT[V.THRESHOLD]
     ds = xr.Dataset(

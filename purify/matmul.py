@@ -169,7 +169,7 @@ class Reused:
 
     def __call__(self, x: Tensor) -> Tensor:
         w = self.w
-        if not (x.shape[0] >= 2 and _onednn_takes(x, w) and packing_exact()):
+        if not (_onednn_takes(x, w) and x.shape[0] >= 2 and packing_exact()):
             return linear(x, w)
         try:
             version = w._version
