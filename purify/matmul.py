@@ -121,7 +121,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 #: Products a :class:`Reused` weight takes plainly before it is reordered once for all later ones.
 #: The reorder costs about one plain product's overhead (0.9 ms for 2000 × 1000 here) and saves
 #: 3–10 % of each later product at n ≥ 256 rows, up to 2.7× at a few rows, so it pays from the
-#: third use: a training step, which uses its weights at most twice, never reorders.
+#: third use: a clean or FGM training step, which uses its weights at most twice, never reorders
+#: (PGD training does, bit for bit).
 PACK_AFTER = 2
 
 

@@ -31,7 +31,8 @@ def test_step_time_prints_each_step_against_its_products():
     assert [r[0] for r in rows] == ["clean step", "adversarial step (FGM)", "sampling a batch",
                                     "online clean step (+ sampling)", "online FGM step (+ sampling)",
                                     "plain autograd clean step", "plain autograd FGM step"]
-    for _, t, bare, ratio in ((r[0], *map(float, r[1:])) for r in rows):
+    for _, *printed in rows:
+        t, bare, ratio = map(float, printed)
         assert t > 0 and bare > 0
         # the ratio is of the unrounded times, each printed to 0.1 ms and itself to 0.01
         assert (t - 0.05) / (bare + 0.05) - 0.005 <= ratio <= (t + 0.05) / max(bare - 0.05, 1e-3) + 0.005

@@ -3,8 +3,6 @@ SIGKILL/SIGINT, divergence, variants, and a small run that shows the phenomenon.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -20,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from fixtures import assert_same_store
+from fixtures import assert_same_store, run_main
 
 import purify.simulate as simulate_module
 import purify.trainer as trainer_module
 from purify import matmul
 from purify import store as S
-from purify.cli import build_parser, config_from_args, main
+from purify.cli import build_parser, config_from_args
 from purify.config import RunConfig
 from purify.summary import summarize
 from purify.train import Timeline
@@ -47,13 +45,6 @@ VERSION_ATTRS = ("purify_version", "python_version", "torch_version", "numpy_ver
 # --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
-
-
-def run_main(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def simulate_ok(run: Path, *options) -> None:
