@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -91,10 +92,12 @@ def _nonzeros(u: Tensor, levels: tuple[tuple[float, float], ...], dtype) -> tupl
         lower += prob
     if not bounds:
         return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=dtype)
-    edges = torch.tensor(bounds, dtype=torch.float64)
-    flat = (u < edges[-1]).view(-1).nonzero().squeeze(1)
-    idx = torch.bucketize(u.view(-1)[flat], edges, right=True)
-    return flat, torch.tensor(values, dtype=dtype)[idx]
+    # numpy's nonzero and searchsorted beat torch's nonzero and bucketize here (default batch:
+    # 2.1 against 2.4 ms for the codes, 0.65 against 1.06 for the spikes); u is on the CPU.
+    un = u.reshape(-1).numpy()
+    flat = np.flatnonzero(un < bounds[-1])
+    idx = np.searchsorted(np.asarray(bounds), un[flat], side="right")
+    return torch.from_numpy(flat), torch.tensor(values, dtype=dtype)[torch.from_numpy(idx)]
 
 
 def _densify(flat: Tensor, values: Tensor, n: int, n_features: int) -> Tensor:
@@ -102,6 +105,18 @@ def _densify(flat: Tensor, values: Tensor, n: int, n_features: int) -> Tensor:
     z = torch.zeros(n * n_features, dtype=values.dtype)
     z[flat] = values
     return z.view(n, n_features)
+
+
+def _merge(flat: Tensor, values: Tensor, flat_s: Tensor, values_s: Tensor) -> tuple[Tensor, Tensor]:
+    """Two sets of nonzeros, each in increasing order, merged into one: an index in both keeps
+    the first set's entry before the second's, the order in which the product then sums them.
+
+    A stable sort of the concatenation; numpy's (timsort) finds the two sorted runs and merges
+    them in one linear pass, where torch's sorts from scratch (default batch: 0.47 against 1.0 ms).
+    """
+    both = np.concatenate([flat.numpy(), flat_s.numpy()])
+    order = torch.from_numpy(np.argsort(both, kind="stable"))
+    return torch.from_numpy(both)[order], torch.cat([values, values_s])[order]
 
 
 def sparse_times_dictionary(flat: Tensor, values: Tensor, n: int, atoms: Tensor) -> Tensor:
@@ -200,8 +215,7 @@ class SparseCodingProblem:
             # x = M z + M ξ'' = M (z + ξ''): one product with M; a coordinate where both are
             # nonzero appears twice and the product sums it.
             flat_s, values_s = _nonzeros(u[1], ((self.spike_level, self.spike_prob),), dtype)
-            flat, order = torch.cat([flat, flat_s]).sort(stable=True)
-            values = torch.cat([values, values_s])[order]
+            flat, values = _merge(flat, values, flat_s, values_s)
         x = sparse_times_dictionary(flat, values, n, self.atoms)
         if self.sigma_x > 0:
             noise = torch.randn(n, self.d, generator=generator, dtype=dtype)

@@ -17,6 +17,7 @@ from purify.data import (
     Batch,
     DataStream,
     SparseCodingProblem,
+    _nonzeros,
     labels,
     make_dictionary,
     make_teacher,
@@ -220,6 +221,63 @@ def test_spike_noise_lives_on_dictionary_and_is_bounded():
     N = n * d
     assert abs(float(on.double().mean()) - pr) < Z * math.sqrt(pr * (1 - pr) / N)
     assert abs(float((coef[on] > 0).double().mean()) - 0.5) < Z * 0.5 / math.sqrt(int(on.sum()))
+
+
+def _reference_sample(p: SparseCodingProblem, n: int, generator: torch.Generator) -> Batch:
+    """The sampler written with torch alone (nonzero, bucketize, a full stable sort), as it was
+    before its scans moved to numpy: the switch test below holds them equal bit for bit."""
+
+    def nonzeros(u, levels):
+        bounds, values, lower = [], [], 0.0
+        for magnitude, prob in levels:
+            bounds += [lower + prob / 2, lower + prob]
+            values += [-magnitude, magnitude]
+            lower += prob
+        edges = torch.tensor(bounds, dtype=F64)
+        flat = (u < edges[-1]).view(-1).nonzero().squeeze(1)
+        return flat, torch.tensor(values, dtype=p.M.dtype)[torch.bucketize(u.view(-1)[flat], edges, right=True)]
+
+    D = p.n_features
+    spikes = p.spike_prob > 0 and p.spike_level > 0
+    u = torch.rand(2 if spikes else 1, n, D, generator=generator, dtype=F64)
+    flat, values = nonzeros(u[0], p.levels)
+    z = torch.zeros(n * D, dtype=p.M.dtype)
+    z[flat] = values
+    z = z.view(n, D)
+    if spikes:
+        flat_s, values_s = nonzeros(u[1], ((p.spike_level, p.spike_prob),))
+        flat, order = torch.cat([flat, flat_s]).sort(stable=True)
+        values = torch.cat([values, values_s])[order]
+    starts = torch.searchsorted(flat, torch.arange(n) * D)
+    x = torch.nn.functional.embedding_bag(flat % D, p.atoms, starts, mode="sum", per_sample_weights=values)
+    if p.sigma_x > 0:
+        x.add_(torch.randn(n, p.d, generator=generator, dtype=p.M.dtype), alpha=p.sigma_x / math.sqrt(p.d))
+    return Batch(x, labels(z, p.w_star), z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("spike_prob", [0.0, 0.05, 0.4])
+def test_sample_is_bit_for_bit_the_torch_only_sampler(dtype, spike_prob):
+    """The optimisation's switch: numpy's scans and merge give the batches torch's gave."""
+    base = problem(d=64, k=8, sigma_x=0.2, spike_level=0.1, spike_prob=spike_prob, seed=11)
+    p = SparseCodingProblem(base.M.to(dtype), base.w_star.to(dtype), base.levels, 0.2, 0.1, spike_prob)
+    g_new, g_ref = gen(12), gen(12)
+    for n in (1, 7, 300):
+        a, b = p.sample(n, generator=g_new), _reference_sample(p, n, g_ref)
+        assert a.x.dtype == b.x.dtype == dtype
+        for got, want in ((a.x, b.x), (a.y, b.y), (a.z, b.z)):
+            assert torch.equal(got, want)
+    # the generators were left in the same place
+    assert torch.equal(g_new.get_state(), g_ref.get_state())
+
+
+def test_codes_at_the_level_edges_fall_on_the_right_side():
+    """A uniform exactly on an edge belongs to the interval it opens (``[lower, upper)``)."""
+    levels = ((1.0, 0.25), (0.5, 0.25))  # edges 0.125, 0.25, 0.375, 0.5
+    u = torch.tensor([[0.0, 0.125, 0.25, 0.375, 0.5, 0.124999, 0.4999999, 0.75]], dtype=F64)
+    flat, values = _nonzeros(u, levels, F64)
+    assert flat.tolist() == [0, 1, 2, 3, 5, 6]
+    assert values.tolist() == [-1.0, 1.0, -0.5, 0.5, -1.0, 0.5]
 
 
 def test_sample_reproducible_for_same_seed():
