@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures import assert_same_store
 
 from purify import store as S
 from purify.cli import main
 from purify.config import ConfigError
 from purify.data import Batch, SparseCodingProblem, labels, make_dictionary, make_teacher, sample_hidden
+from purify.learners import symmetric
 from purify.learners.symmetric import SymmetricReLUNet, _gauss_
 from purify.threads import ENV, choose_threads, configure_threads
 
@@ -172,6 +174,45 @@ def test_fused_activation_equals_the_previous_formula(dtype, ratio):
     res = net.loss_and_grad(x, y)
     dloss = -y * torch.sigmoid(-y * old[0]) / x.shape[0]
     torch.testing.assert_close(res.grad, (old[1] * dloss[:, None]).T @ x, **tol)
+
+
+def _ndtr_inputs(dtype) -> torch.Tensor:
+    """float32: every 9973rd bit pattern (denormals, infinities and NaNs among them); float64:
+    a fine grid over [−40, 40], random points and the special values."""
+    if dtype == torch.float32:
+        return torch.arange(-(2**31), 2**31, 9973, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    return torch.cat([torch.linspace(-40, 40, 400001, dtype=F64), torch.randn(100000, generator=gen(3), dtype=F64) * 10,
+                      torch.tensor([0.0, -0.0, 1e-310, -1e-310, math.inf, -math.inf, math.nan], dtype=F64)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_in_place_ndtr_is_torch_ndtr_bit_for_bit(dtype):
+    """The optimisation's primitive: the activation's Φ is ``torch.special.ndtr``'s, bit for bit,
+    and the build check that turns the in-place steps on agrees with a sweep far wider than its own."""
+    a = _ndtr_inputs(dtype)
+    kept = a.clone()
+    want = torch.special.ndtr(a)
+    same_nan = lambda got: bool((got.isnan() == want.isnan()).all())  # noqa: E731
+    got = symmetric._ndtr(a)
+    assert torch.equal(a.nan_to_num(7.0), kept.nan_to_num(7.0)), "the input is left alone"
+    assert same_nan(got) and torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+    steps = symmetric._ndtr_steps(a)
+    assert symmetric._ndtr_in_place_exact(dtype) == (same_nan(steps) and torch.equal(steps.nan_to_num(7.0),
+                                                                                     want.nan_to_num(7.0)))
+
+
+def test_the_in_place_ndtr_changes_no_stored_number(monkeypatch, tmp_path: Path):
+    """The optimisation's switch: one small run (both bias schedules' passes: the default's
+    one-sided, the paper's two-sided) with ``torch.special.ndtr`` and with the in-place steps."""
+    for extra in ([], ["--bias-schedule", "paper", "--adv-steps", "5"]):
+        runs = []
+        for name, fn in (("torch", torch.special.ndtr), ("in_place", symmetric._ndtr)):
+            monkeypatch.setattr(symmetric, "_ndtr", fn)
+            run = tmp_path / f"{name}{len(extra)}"
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+                assert main(["simulate", *TINY, *extra, "--out", str(run)]) == 0, err.getvalue()
+            runs.append(run)
+        assert_same_store(*runs)
 
 
 def test_exp_keeps_exact_zeros_and_flushes_only_below_the_smallest_normal():

@@ -9,6 +9,7 @@ but with more memory traffic.  ``tests/test_learners.py`` checks them against au
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from purify.matmul import Reused, matmul
 from purify.norms import sign
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_HALF = math.sqrt(0.5)
 #: b/σ_ρ from which the half of a neuron facing away from u is negligible (see _smoothed_one_sided).
 _ONE_SIDED = 10.0
 
@@ -36,6 +38,34 @@ def smooth_relu(v: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     # a = ±inf when s underflows: then φ(a) = 0 exactly, and v * cdf is the ReLU.
     pdf = torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
     return v * cdf + s * pdf, cdf
+
+
+@functools.cache
+def _ndtr_in_place_exact(dtype: torch.dtype) -> bool:
+    """Whether :func:`_ndtr`'s in-place steps give ``torch.special.ndtr``'s values bit for bit
+    on this torch build (checked once per dtype, from −40 to 40 and at ±0, ±inf, NaN)."""
+    noise = torch.randn(4096, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    a = torch.cat([torch.linspace(-40.0, 40.0, 40001, dtype=dtype), 8 * noise,
+                   torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan], dtype=dtype)])
+    return torch.equal(torch.special.ndtr(a).nan_to_num(7.0), _ndtr_steps(a).nan_to_num(7.0))
+
+
+def _ndtr_steps(a: Tensor) -> Tensor:
+    return a.mul(_SQRT_HALF).erf_().add_(1.0).mul_(0.5)
+
+
+def _ndtr(a: Tensor) -> Tensor:
+    """``Φ(a)``, the values of ``torch.special.ndtr`` in one new buffer instead of four.
+
+    torch computes ``ndtr`` as ``(1 + erf(a/√2)) / 2``, four passes each writing a new tensor;
+    the same four operations in place give the same numbers (checked on this build by
+    :func:`_ndtr_in_place_exact`, else ``torch.special.ndtr`` is used) in about 80 % of the time
+    (1.9–2.4 against 2.4–3.0 ms per ``512 × 2000`` block of the default run's networks, 2 threads
+    on an AVX2 machine; 0–3 % of a training step or an attack).
+    """
+    if a.device.type != "cpu" or not _ndtr_in_place_exact(a.dtype):
+        return torch.special.ndtr(a)
+    return _ndtr_steps(a)
 
 
 def _gauss_(a: Tensor) -> Tensor:
@@ -133,8 +163,8 @@ class SymmetricReLUNet:
             return self._smoothed_one_sided(u, s, inv)
         a_pos = (u - self.b).mul_(inv)
         a_neg = (u + self.b).mul_(inv).neg_()
-        cdf_pos = torch.special.ndtr(a_pos)
-        cdf_neg = torch.special.ndtr(a_neg)
+        cdf_pos = _ndtr(a_pos)
+        cdf_neg = _ndtr(a_neg)
         val = a_pos * cdf_pos
         val.sub_(cdf_neg.mul(a_neg))
         # φ(a)√(2π) in place; a = ±inf (s underflowed) gives 0, the plain ReLU.
@@ -152,7 +182,7 @@ class SymmetricReLUNet:
         entry instead of two each, which roughly halves the elementwise share of a step.
         """
         a = u.abs().sub_(self.b).mul_(inv)
-        cdf = torch.special.ndtr(a)
+        cdf = _ndtr(a)
         val = a * cdf
         val.add_(_gauss_(a), alpha=_INV_SQRT_2PI)
         # copysign keeps u = 0 at +h, but both halves are equal there: h(−b/s) < 1e-24, as above.
