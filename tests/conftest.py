@@ -5,11 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from purify.threads import available_cores
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the default, pyproject.toml): one worker per core this process may run on.
+    xdist's own count asks psutil for the machine's physical cores, which in a container or
+    under ``taskset`` can be many more than the 2 cores the tests are given."""
+    return available_cores()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Runs are compared bit for bit (results depend on the thread count), subprocesses of the
-    tests use one thread, and CI machines are shared: every test uses one torch thread."""
+    tests use one thread, and CI machines are shared: every test uses one torch thread, and the
+    parallelism is one xdist worker per core."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

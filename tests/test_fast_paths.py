@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,15 @@ def test_thread_rules():
     assert choose_threads(default=2, cores=2, load=None).threads == 2
     assert choose_threads(stored=2, default=1, cores=2, load=5.0).threads == 2  # resume
     assert choose_threads(override="3", stored=2, default=1, cores=2, load=5.0).threads == 3
+
+
+def test_the_test_suite_runs_one_worker_per_core_of_the_affinity_mask(monkeypatch):
+    # xdist's own ``-n auto`` counts the machine's physical cores (psutil), which a container or
+    # taskset can restrict to far fewer: three allowed cores must give three workers, not the host's
+    import conftest
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 9}, raising=False)
+    assert conftest.pytest_xdist_auto_num_workers(None) == 3
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
