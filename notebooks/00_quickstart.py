@@ -71,12 +71,14 @@ ensure_run(config, RUN)
 # %% [markdown]
 # ## The summary
 #
-# Three models at the evaluation radius `τ = 1/√k`: the network at the end of clean
-# training, the same network after adversarial training, and the ideal thresholded
+# Four models at the evaluation radius `τ = 0.5/√k` (the `purification` preset's): the
+# network at the end of clean training, the threshold model (its baseline, below), the same
+# network after adversarial training, and the ideal thresholded
 # classifier `f*(x) = Σ w*_i <M_i,x> 1[|<M_i,x>| ≥ 1/(2√k)]` of the paper (§3; docs/theory.md §4.11).
-# "robust acc" is the accuracy under the strongest of FGM, PGD, the dense direction and
-# random noise, per example; "dense-only" is the attack `−τ y Mw*/‖Mw*‖`, which never looks
-# at the network.
+# "robust acc" counts an example only if no attack of the `standard` cascade flips it: FGM,
+# PGD-10, the dense direction and random noise on every example, then converged PGD (100
+# steps from 4 starts) and `shrink` on those still correct (README, "Strength levels").
+# "dense-only" is the attack `−τ y Mw*/‖Mw*‖`, which never looks at the network.
 
 # %%
 summary = summarize(RUN)

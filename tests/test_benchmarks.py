@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--m", "64", "--clean-steps", "60", "--adv-steps", "20", "--n-test", "200", "--n-eval", "100",
             "--batch-size", "128", "--pgd-steps", "3", "--clean-snapshots", "4", "--adv-snapshots", "2",
@@ -52,3 +54,29 @@ def test_run_time_parts_add_up_and_figures_are_not_store_writes():
     assert float(re.search(r"run / floor = ([\d.]+)", out).group(1)) > 1
     flops = re.search(r"total ([\d.]+) T", out)
     assert flops and float(flops.group(1)) > 0
+
+
+def test_notebook_time_prints_cpu_wall_and_gemm_units_per_notebook(tmp_path):
+    pytest.importorskip("nbclient")
+    pytest.importorskip("jupytext")
+    # a stand-in notebook that burns a known amount of CPU in its kernel: the real ones take minutes
+    notebook = tmp_path / "00_spin.py"
+    notebook.write_text("# %% [markdown]\n# # Spin\n\n# %%\nimport time\nt = time.process_time()\n"
+                        "while time.process_time() - t < 1.0:\n    pass\n")
+    out = _bench("notebook_time.py", str(notebook))
+    rate = re.search(r"1 thread: ([\d.]+) GFLOP/s before, ([\d.]+) after", out)
+    row = re.search(r"^00_spin +([\d.]+) +([\d.]+) +([\d.]+)$", out, flags=re.M)
+    assert rate and row, out
+    cpu, wall, teq = map(float, row.groups())
+    assert cpu >= 1.0 and wall >= 1.0  # the kernel's own CPU time, which the spin alone makes ≥ 1 s
+    # TFLOP-eq = CPU s × the mean GEMM rate, up to the printed roundings (0.1 s, 0.1 GFLOP/s, 0.01)
+    mean_rate = (float(rate.group(1)) + float(rate.group(2))) / 2
+    assert abs(teq - cpu * mean_rate / 1e3) <= 0.005 + (0.05 * mean_rate + 0.05 * cpu) / 1e3 + 1e-9
+    assert re.search(r"^total +([\d.]+)", out, flags=re.M).group(1) == row.group(1)
+
+
+def test_notebook_time_refuses_a_missing_notebook(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "notebook_time.py"), str(tmp_path / "no.py")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 2 and "no such notebook" in done.stderr and "Traceback" not in done.stderr
