@@ -59,6 +59,7 @@ def test_run_time_parts_add_up_and_figures_are_not_store_writes():
 def test_notebook_time_prints_cpu_wall_and_gemm_units_per_notebook(tmp_path):
     pytest.importorskip("nbclient")
     pytest.importorskip("jupytext")
+    pytest.importorskip("ipykernel")
     # a stand-in notebook that burns a known amount of CPU in its kernel: the real ones take minutes
     notebook = tmp_path / "00_spin.py"
     notebook.write_text("# %% [markdown]\n# # Spin\n\n# %%\nimport time\nt = time.process_time()\n"
