@@ -173,4 +173,20 @@ def train_step(
     result = net.loss_and_grad(x, batch.y, lam=lam, noisy=noisy, generator=rho_generator)
     if not math.isfinite(result.loss):
         raise DivergenceError(f"the loss became {result.loss}")
-    return net.W - lr * result.grad, result
+    return gradient_step(net.W, result.grad, lr), result
+
+
+def gradient_step(W: Tensor, grad: Tensor, lr: float) -> Tensor:
+    """``W − lr·grad`` as a new tensor, the same bits as that expression.
+
+    For ``lr`` a power of two (both defaults: 1 clean, 0.5 adversarial) ``lr·grad`` is exact,
+    so the fused ``torch.sub(W, grad, alpha=lr)`` (an FMA on the CPU: one rounding) rounds
+    the same value once, as the two-pass form does; it reads and writes ``W``'s size once
+    instead of twice (0.45 against 0.9 ms for ``2000 × 1000`` on 2 cores).  Any other ``lr``
+    takes the two passes, whose double rounding the FMA would not repeat.  (Only an entry
+    whose ``lr·grad`` is subnormal, ``< 1.2e-38``, next to a weight within a few units of
+    float32's last place of it could come out otherwise.)
+    """
+    if math.frexp(lr)[0] == 0.5:
+        return torch.sub(W, grad, alpha=lr)
+    return W - lr * grad

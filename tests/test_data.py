@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import purify.data
 from purify.config import DataConfig
 from purify.data import (
     DICTIONARIES,
@@ -22,6 +24,7 @@ from purify.data import (
     make_dictionary,
     make_teacher,
     sample_hidden,
+    uniform_bits,
 )
 
 Z = 5.0  # standard errors allowed in statistical checks (two-sided p ≈ 6e-7 each)
@@ -274,10 +277,46 @@ def test_sample_is_bit_for_bit_the_torch_only_sampler(dtype, spike_prob):
 def test_codes_at_the_level_edges_fall_on_the_right_side():
     """A uniform exactly on an edge belongs to the interval it opens (``[lower, upper)``)."""
     levels = ((1.0, 0.25), (0.5, 0.25))  # edges 0.125, 0.25, 0.375, 0.5
-    u = torch.tensor([[0.0, 0.125, 0.25, 0.375, 0.5, 0.124999, 0.4999999, 0.75]], dtype=F64)
-    flat, values = _nonzeros(u, levels, F64)
+    u = [0.0, 0.125, 0.25, 0.375, 0.5, 0.125 - 2**-53, 0.5 - 2**-53, 0.75]
+    flat, values = _nonzeros(np.array([[round(v * 2**53) for v in u]], dtype=np.int64), levels, F64)
     assert flat.tolist() == [0, 1, 2, 3, 5, 6]
     assert values.tolist() == [-1.0, 1.0, -0.5, 0.5, -1.0, 0.5]
+
+
+@pytest.mark.parametrize("prob", [0.062, 0.002, 1 / 3, 0.1 + 0.2])
+def test_integer_edges_decide_as_the_float_uniforms_do(prob):
+    """``m < ⌈b·2⁵³⌉`` is ``m·2⁻⁵³ < b`` for edges that are not multiples of 2⁻⁵³ too: the draws
+    on either side of every edge (one level of ``prob``: edges ``prob/2`` and ``prob``) get the
+    codes that comparing the floats gives, and a wrong rounding (floor) fails it."""
+    levels = ((0.5, prob),)
+    edges = [prob / 2, prob]
+    m = np.array([[c + k for c in (math.floor(e * 2**53) for e in edges) for k in (-1, 0, 1, 2)]], dtype=np.int64)
+    u = m.astype(np.float64) * 2.0**-53
+    want_flat = np.flatnonzero(u[0] < edges[-1])
+    want = np.where(u[0][want_flat] < edges[0], -0.5, 0.5)
+    flat, values = _nonzeros(m, levels, F64)
+    assert flat.tolist() == want_flat.tolist() and values.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 7), (2, 5, 313), (0, 4)])
+def test_uniform_bits_are_torch_rand_and_leave_the_generator_where_it_would(shape):
+    assert purify.data._random_bits_match()  # this torch build takes the fast path
+    g_bits, g_rand = gen(3), gen(3)
+    m = uniform_bits(shape, generator=g_bits)
+    u = torch.rand(shape, generator=g_rand, dtype=F64)
+    assert m.dtype == np.int64 and m.shape == shape
+    assert np.array_equal(m.astype(np.float64) * 2.0**-53, u.numpy())
+    assert torch.equal(g_bits.get_state(), g_rand.get_state())
+    # and the next draw of another kind is the same too
+    assert torch.equal(torch.randn(5, generator=g_bits), torch.randn(5, generator=g_rand))
+
+
+def test_uniform_bits_fall_back_to_torch_rand_where_the_build_disagrees(monkeypatch):
+    monkeypatch.setattr(purify.data, "_random_bits_match", lambda: False)
+    g_bits, g_rand = gen(4), gen(4)
+    m = uniform_bits((6, 50), generator=g_bits)
+    assert np.array_equal(m.astype(np.float64) * 2.0**-53, torch.rand(6, 50, generator=g_rand, dtype=F64).numpy())
+    assert torch.equal(g_bits.get_state(), g_rand.get_state())
 
 
 def test_sample_reproducible_for_same_seed():

@@ -4,6 +4,8 @@
   ``(n × D) @ Mᵀ`` (the reference below is that dense code, kept verbatim);
 * the smoothed activation's ``exp`` avoids float32's slow path for underflowing arguments;
 * the weight gradient scales ``x`` instead of ``c``;
+* the sampler's uniforms come from ``random_()``'s integers, the weight update from one fused
+  pass where the learning rate is a power of two;
 * so a small run stores what the code before these changes stored (values recorded by running
   that code, pinned below);
 * the thread count follows its rules and its override.
@@ -23,6 +25,7 @@ import torch
 from fixtures import assert_same_store
 
 from purify import store as S
+from purify import train
 from purify.cli import main
 from purify.config import ConfigError
 from purify.data import Batch, SparseCodingProblem, labels, make_dictionary, make_teacher, sample_hidden
@@ -244,6 +247,32 @@ def test_nan_weights_still_give_a_nan_output():
         b = torch.ones(8)
         out = SymmetricReLUNet(W, b, ratio * b)(torch.randn(3, 5, generator=gen(2)))
         assert bool(out.isnan().all())
+
+
+# ---------------------------------------------------------------------------- the weight update
+
+
+@pytest.mark.parametrize("lr", [1.0, 0.5, 0.25, 2.0, 0.3, 0.7, 1.5, 1e-3])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_the_weight_update_is_the_two_pass_expression_bit_for_bit(lr, dtype):
+    # entries over many magnitudes, so the FMA of a non-power-of-two lr would show (it differs
+    # on about 1 % of entries at lr = 0.3): that lr must take the two passes
+    g = gen(5)
+    W = torch.randn(300, 200, generator=g, dtype=dtype) * torch.logspace(-6, 1, 200, dtype=dtype)
+    grad = torch.randn(300, 200, generator=g, dtype=dtype) * torch.logspace(2, -8, 300, dtype=dtype)[:, None]
+    assert torch.equal(train.gradient_step(W, grad, lr), W - lr * grad)
+
+
+def test_the_fused_weight_update_changes_no_stored_number(monkeypatch, tmp_path: Path):
+    """The optimisation's switch: one small run with the two-pass update and with the fused one."""
+    runs = []
+    for name, fn in (("two_pass", lambda W, grad, lr: W - lr * grad), ("fused", train.gradient_step)):
+        monkeypatch.setattr(train, "gradient_step", fn)
+        run = tmp_path / name
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            assert main(["simulate", *TINY, "--adv-lr", "0.25", "--out", str(run)]) == 0, err.getvalue()
+        runs.append(run)
+    assert_same_store(*runs)
 
 
 # ---------------------------------------------------------------------------- a small run
