@@ -8,10 +8,9 @@ dictionary is over-complete).
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 import torch
@@ -92,7 +91,7 @@ def uniform_bits(shape: tuple[int, ...], *, generator: torch.Generator) -> np.nd
     return np.bitwise_and(m, _MASK, out=m)
 
 
-@functools.cache
+@cache
 def _random_bits_match() -> bool:
     """Whether ``random_()``'s low 53 bits are ``torch.rand``'s float64 uniforms on this build,
     drawn from the same place of the stream (checked once, on sizes around the twister's
