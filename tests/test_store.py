@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import json
 import os
 import signal
@@ -20,6 +23,7 @@ import pytest
 import xarray as xr
 
 from purify import store as S
+from purify.store import write as store_write
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -172,6 +176,51 @@ def test_write_group_replaces_only_that_group(run: Path) -> None:
     assert list(got.data_vars) == ["b"]
     xr.testing.assert_identical(S.load_run(run, "problem"), _groups()["problem"])
 
+
+
+@pytest.mark.parametrize("sibling", ["in-flight", "not-started"])
+def test_failed_write_group_leaves_no_stage_to_a_write_still_running(run: Path, monkeypatch, sibling: str) -> None:
+    # zarr gathers some writes; when one fails the others keep running, and one that reaches
+    # `mkdir(parents=True)` after write_group removed the stage re-creates it (seen once in CI:
+    # an empty `.zarr-tmp/group-*` left by a disk-full analysis). Here the first chunk write
+    # fails while a sibling write of the same stage is in flight (entered, not yet written) or
+    # not started (it starts once the stage is removed).
+    from zarr.core.sync import _get_loop
+
+    removed, entered = threading.Event(), threading.Event()
+    real_rmtree, real_write = store_write.shutil.rmtree, S.AtomicLocalStore._write_atomic
+    late: list = []
+
+    def rmtree(path, *args, **kwargs):
+        real_rmtree(path, *args, **kwargs)
+        if Path(path).name.startswith("group-"):
+            removed.set()
+
+    async def start_late(stage, value) -> None:
+        if sibling == "not-started":
+            await asyncio.to_thread(removed.wait, 10)
+        with contextlib.suppress(OSError):  # refused: the stage was abandoned
+            await stage.set("late/zarr.json", value)
+
+    def write(self, key, value, exclusive=False):
+        if key == "late/zarr.json":
+            entered.set()
+            removed.wait(0.5)  # long enough for an unguarded write_group to remove the stage first
+        elif key == "a/c/0":
+            late.append(asyncio.run_coroutine_threadsafe(start_late(self, value), _get_loop()))
+            if sibling == "in-flight":
+                assert entered.wait(10)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, key, value, exclusive)
+
+    monkeypatch.setattr(store_write.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(S.AtomicLocalStore, "_write_atomic", write)
+    with pytest.raises(S.StoreWriteError, match="No space left on device"):
+        S.write_group(run, "analysis/alignment", xr.Dataset({"a": ("x", [1.0, 2.0])}))
+    late[0].result(timeout=20)
+    assert removed.is_set()
+    assert list((run / S.TMP_NAME).iterdir()) == []
+    assert not S.has_group(run, "analysis/alignment")
 
 DIE_BEFORE_RENAME = """
 import os, signal, sys

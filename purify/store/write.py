@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +123,55 @@ class AtomicLocalStore(LocalStore):
 
 
 class _StagingStore(AtomicLocalStore):
-    """The store of a group being staged in ``RUN/.zarr-tmp/``; its temp files go beside it."""
+    """The store of a group being staged in ``RUN/.zarr-tmp/``; its temp files go beside it.
+
+    zarr gathers some writes (an array's metadata with its parents', `asyncio.gather`), and a
+    gather that fails on one write leaves its siblings running. Removing the stage while such a
+    write is in flight or not yet started lets it re-create the stage (``mkdir(parents=True)``)
+    after the removal, and the abandoned folder outlives the failed `write_group`. So the
+    stage is retired first: `retire` refuses new writes and waits for those in flight.
+    """
+
+    def __init__(self, root: Path | str, *, read_only: bool = False) -> None:
+        super().__init__(root, read_only=read_only)
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._retired = False
 
     @property
     def tmp_dir(self) -> Path:
         return self.root.parent
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._idle:
+            if self._retired:
+                raise OSError(errno.ECANCELED, f"group staged in {self.root} was abandoned")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def retire(self) -> None:
+        """Refuse every later write and return once no write is in flight."""
+        with self._idle:
+            self._retired = True
+            self._idle.wait_for(lambda: self._in_flight == 0)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        with self._writing():
+            await super().set(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        with self._writing():
+            await super().set_if_not_exists(key, value)
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        with self._writing():
+            super().set_sync(key, value)
 
 
 def _writable_store(run: str | Path) -> AtomicLocalStore:
@@ -337,6 +383,7 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
     tmp = path.parent / TMP_NAME
     stage = tmp / f"{_STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     old: Path | None = None
+    staging: _StagingStore | None = None
     try:
         tmp.mkdir(exist_ok=True)
         staging = _StagingStore(stage)
@@ -370,6 +417,8 @@ def write_group(run: str | Path, group: str, ds: xr.Dataset) -> None:
     except OSError as e:
         raise StoreWriteError(f"cannot write group {group!r} of {path}: {e.strerror or e}") from e
     finally:
+        if staging is not None:
+            staging.retire()  # before the removal: a write still running would re-create the stage
         shutil.rmtree(stage, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
