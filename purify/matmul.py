@@ -5,10 +5,11 @@ On x86 CPUs torch's ``@`` calls MKL, which runs its AVX2 code on AMD processors;
 runs AVX-512 wherever the CPU has it.  On the 2-core Zen 5 machines purify is measured on, the
 three products of a default step ran at 390–427 GFLOP/s with oneDNN against 184–198 with
 MKL (``benchmarks/step_time.py`` prints both); on a 2-core AVX2-only EPYC the two were even
-(MKL's clean-step products took 0.86–1.00× the time of oneDNN's): there oneDNN gains nothing
-and may take up to 16 % longer (1/0.86).  The two sum in different orders, so their results agree to float
-round-off, not bit for bit: like the thread count, the backend is part of what makes a run
-reproducible, and a run stores it (attribute ``matmul``) and resumes with it.
+(MKL's clean-step products took 0.82–1.00× the time of oneDNN's) and shortened default
+runs took the same time on either (README, "MKL or oneDNN on AVX2"), so oneDNN stays the
+default.  The two sum in different orders, so their results agree to float round-off, not bit
+for bit: like the thread count, the backend is part of what makes a run reproducible, and a
+run stores it (attribute ``matmul``) and resumes with it.
 
 ``onednn`` applies to non-empty float32 CPU tensors outside autograd; everything else (float64,
 CUDA, tensors that require grad, empty ones) takes ``@`` whatever the setting.  The library starts on ``blas``
