@@ -4,6 +4,7 @@
   ``(n × D) @ Mᵀ`` (the reference below is that dense code, kept verbatim);
 * the smoothed activation's ``exp`` avoids float32's slow path for underflowing arguments;
 * the weight gradient scales ``x`` instead of ``c``;
+* FGM takes the input gradient without computing the output it ignores;
 * the sampler's uniforms come from ``random_()``'s integers, the weight update from one fused
   pass where the learning rate is a power of two;
 * so a small run stores what the code before these changes stored (values recorded by running
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -29,7 +31,8 @@ from purify import train
 from purify.cli import main
 from purify.config import ConfigError
 from purify.data import Batch, SparseCodingProblem, labels, make_dictionary, make_teacher, sample_hidden
-from purify.learners import symmetric
+from purify.learners import LinearModel, symmetric
+from purify.learners.base import input_grad
 from purify.learners.symmetric import SymmetricReLUNet, _gauss_
 from purify.threads import ENV, choose_threads, configure_threads
 
@@ -178,6 +181,43 @@ def test_fused_activation_equals_the_previous_formula(dtype, ratio):
     res = net.loss_and_grad(x, y)
     dloss = -y * torch.sigmoid(-y * old[0]) / x.shape[0]
     torch.testing.assert_close(res.grad, (old[1] * dloss[:, None]).T @ x, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("ratio", [0.05, 0.3], ids=["one-sided", "two-sided"])
+def test_the_input_gradient_alone_is_forward_and_input_grads_bit_for_bit(dtype, ratio):
+    """FGM's shortcut skips the output's passes; the gradient must not move by a bit."""
+    net, x = _net(dtype, ratio)
+    _, want = net.forward_and_input_grad(x)
+    kept = x.clone()
+    assert torch.equal(net.input_grad(x), want) and torch.equal(input_grad(net, x), want)
+    assert net._one_sided == (ratio <= 0.1) and torch.equal(x, kept)
+    # the autograd reference path (the tests' gradient checks use it) takes no shortcut
+    W = net.W.clone().requires_grad_()
+    _, ref = SymmetricReLUNet(W, net.b, net.sigma_rho).forward_and_input_grad(x)
+    torch.testing.assert_close(SymmetricReLUNet(W, net.b, net.sigma_rho).input_grad(x), ref, rtol=0, atol=0)
+
+
+def test_a_learner_without_the_shortcut_gives_the_gradient_of_forward_and_input_grad():
+    model = LinearModel(torch.randn(20, generator=gen(4)), torch.tensor(0.1))
+    x = torch.randn(7, 20, generator=gen(5))
+    assert not hasattr(model, "input_grad")
+    assert torch.equal(input_grad(model, x), model.forward_and_input_grad(x)[1])
+
+
+def test_fgm_without_the_output_changes_no_stored_number(monkeypatch, tmp_path: Path):
+    """The optimisation's switch: small FGM-trained runs (one-sided and two-sided passes) with
+    the gradient taken from ``forward_and_input_grad`` and from the shortcut."""
+    for extra in (["--clean-steps", "20"], ["--clean-steps", "20", "--bias-schedule", "paper"]):
+        runs = []
+        for name, fn in (("full", None), ("shortcut", SymmetricReLUNet.input_grad)):
+            monkeypatch.setattr(SymmetricReLUNet, "input_grad", fn)
+            run = tmp_path / f"{name}{len(extra)}"
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+                assert main(["simulate", *TINY, *extra, "--out", str(run)]) == 0, err.getvalue()
+            runs.append(run)
+        assert json.loads(S.load_run(runs[0]).attrs["config_json"])["train"]["adv_attack"] == "fgm"
+        assert_same_store(*runs)
 
 
 def _ndtr_inputs(dtype) -> torch.Tensor:

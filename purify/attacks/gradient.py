@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from purify.attacks.base import Attack, AttackOptions
+from purify.learners.base import input_grad
 
 
 class PGD(Attack):
@@ -81,7 +82,7 @@ class FGM(Attack):
         return cls(norm, zero_tol=options.fgm_zero_tol)
 
     def run(self, model, x, y, tau, *, generator):
-        _, grad = model.forward_and_input_grad(x)
+        grad = input_grad(model, x)
         delta = -tau * self.norm.normalize(y[:, None] * grad)
         flat = self.norm.dual_norm(grad) < self.zero_tol
         return torch.where(flat[:, None], torch.zeros_like(delta), delta)

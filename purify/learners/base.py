@@ -46,6 +46,17 @@ class Learner(Forward, Protocol):
         ...
 
 
+def input_grad(model: Learner, x: Tensor) -> Tensor:
+    """``∇_x f(x) (n, d)`` alone, for an attack that ignores ``f(x)`` (FGM).
+
+    A learner may define ``input_grad(x)`` to skip computing the output (the symmetric network
+    does; same bits as :meth:`Learner.forward_and_input_grad`'s); any other learner gives the
+    gradient of ``forward_and_input_grad``.
+    """
+    shortcut = getattr(model, "input_grad", None)
+    return shortcut(x) if shortcut is not None else model.forward_and_input_grad(x)[1]
+
+
 @runtime_checkable
 class Trainable(Learner, Protocol):
     """A :class:`Learner` trained by SGD on the mean logistic loss ``log(1 + e^{−y f})``."""

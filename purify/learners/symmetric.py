@@ -153,12 +153,7 @@ class SymmetricReLUNet:
             pos, dpos = smooth_relu(u - self.b, self.sigma_rho)
             neg, dneg = smooth_relu(-u - self.b, self.sigma_rho)
             return (pos - neg).sum(dim=1), dpos + dneg
-        s = self.sigma_rho.clamp_min(1e-30)
-        inv = 1.0 / s
-        if self._one_sided is None:
-            # b and σ_ρ are fixed for the network's life (a step or an attack builds its own), so
-            # test once: on CUDA, bool() of a device tensor is a sync per forward otherwise.
-            self._one_sided = bool((self.b >= _ONE_SIDED * s).all())
+        s, inv = self._scales()
         if self._one_sided:
             return self._smoothed_one_sided(u, s, inv)
         a_pos = (u - self.b).mul_(inv)
@@ -171,6 +166,29 @@ class SymmetricReLUNet:
         pdf_diff = _gauss_(a_pos).sub_(_gauss_(a_neg))
         val.add_(pdf_diff, alpha=_INV_SQRT_2PI)
         return val @ s, cdf_pos.add_(cdf_neg)
+
+    def _scales(self) -> tuple[Tensor, Tensor]:
+        """``(σ_ρ, 1/σ_ρ)`` with ``σ_ρ`` clamped away from 0; decides ``_one_sided`` on first use."""
+        s = self.sigma_rho.clamp_min(1e-30)
+        if self._one_sided is None:
+            # b and σ_ρ are fixed for the network's life (a step or an attack builds its own), so
+            # test once: on CUDA, bool() of a device tensor is a sync per forward otherwise.
+            self._one_sided = bool((self.b >= _ONE_SIDED * s).all())
+        return s, 1.0 / s
+
+    def _smoothed_grad(self, u: Tensor) -> Tensor:
+        """``∂f/∂u (n, m)`` of :meth:`_smoothed` alone, the same bits, without the output's passes.
+
+        The same operations on the same values as there, minus ``aΦ(a)``, ``φ(a)`` (a clamped
+        ``exp``) and their sum: about a third of the elementwise work, and ``u`` is overwritten.
+        """
+        if u.requires_grad or self.W.requires_grad:
+            return self._smoothed(u)[1]
+        _, inv = self._scales()
+        if self._one_sided:
+            return _ndtr(u.abs_().sub_(self.b).mul_(inv))
+        a_neg = (u + self.b).mul_(inv).neg_()
+        return _ndtr(u.sub_(self.b).mul_(inv)).add_(_ndtr(a_neg))
 
     def _smoothed_one_sided(self, u: Tensor, s: Tensor, inv: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`_smoothed` when every ``b_i ≥ 10 σ_ρ,i`` (the ``norm`` schedule's 20).
@@ -211,6 +229,14 @@ class SymmetricReLUNet:
         """Smoothed ``f(x) (n,)`` and ``∇_x f(x) = Σ_i f_i'(u) w_i`` ``(n, d)`` (footnote 9)."""
         out, c = self._smoothed(self.preactivation(x))
         return out, self._products()[1](c)
+
+    def input_grad(self, x: Tensor) -> Tensor:
+        """``∇_x f(x)`` of :meth:`forward_and_input_grad` without computing ``f(x)``: what FGM needs.
+
+        The same bits as there; an FGM training step costs about 2 ms (3 %) less at the default
+        size (``benchmarks/step_time.py``).
+        """
+        return self._products()[1](self._smoothed_grad(self.preactivation(x)))
 
     def loss_and_grad(
         self,
