@@ -4,7 +4,8 @@
   ``(n × D) @ Mᵀ`` (the reference below is that dense code, kept verbatim);
 * the smoothed activation's ``exp`` avoids float32's slow path for underflowing arguments;
 * the weight gradient scales ``x`` instead of ``c``;
-* FGM takes the input gradient without computing the output it ignores;
+* FGM takes the input gradient without computing the output it ignores, PGD scores its last
+  iterate without a gradient;
 * the sampler's uniforms come from ``random_()``'s integers, the weight update from one fused
   pass where the learning rate is a power of two;
 * so a small run stores what the code before these changes stored (values recorded by running
@@ -28,10 +29,11 @@ from fixtures import assert_same_store
 
 from purify import store as S
 from purify import train
+from purify.attacks import PGD
 from purify.cli import main
 from purify.config import ConfigError
 from purify.data import Batch, SparseCodingProblem, labels, make_dictionary, make_teacher, sample_hidden
-from purify.learners import LinearModel, symmetric
+from purify.learners import IdealRobustModel, LazyReLUNet, LinearModel, NTKModel, RandomNet, symmetric
 from purify.learners.base import input_grad
 from purify.learners.symmetric import SymmetricReLUNet, _gauss_
 from purify.threads import ENV, choose_threads, configure_threads
@@ -205,13 +207,66 @@ def test_a_learner_without_the_shortcut_gives_the_gradient_of_forward_and_input_
     assert torch.equal(input_grad(model, x), model.forward_and_input_grad(x)[1])
 
 
-def test_fgm_without_the_output_changes_no_stored_number(monkeypatch, tmp_path: Path):
-    """The optimisation's switch: small FGM-trained runs (one-sided and two-sided passes) with
-    the gradient taken from ``forward_and_input_grad`` and from the shortcut."""
+def _pgd_before(self, model, x, y, tau, *, generator):
+    """``PGD.run`` as it was: the gradient taken at the last iterate too."""
+    best = torch.zeros_like(x)
+    best_margin = torch.full_like(y, float("inf"))
+    for _ in range(self.restarts):
+        delta = torch.zeros_like(x)
+        if self.random_start:
+            delta = self.norm.random_start(tuple(x.shape), tau, generator=generator, device=x.device, dtype=x.dtype)
+        for step in range(self.steps + 1):
+            out, grad = model.forward_and_input_grad(x + delta)
+            margin = y * out
+            better = margin < best_margin
+            best = torch.where(better[:, None], delta, best)
+            best_margin = torch.where(better, margin, best_margin)
+            if step == self.steps:
+                break
+            delta = self._step(delta, y[:, None] * grad, tau)
+    return best
+
+
+def _every_learner():
+    """One learner of each kind, on ``d = 20`` inputs, with inputs of its dtype."""
+    _, x = _net(torch.float32, 0.05)
+    xd = x.to(F64)
+    ntk = NTKModel.init(20, 64, generator=gen(8), bias=0.5, sigma_rho=0.2, dtype=F64)
+    ntk.V = torch.randn(64, 20, generator=gen(9), dtype=F64)
+    M = make_dictionary("orthogonal", 20, 20, generator=gen(10), dtype=F64)
+    return {
+        "symmetric-one-sided": (_net(torch.float32, 0.05)[0], x),
+        "symmetric-two-sided": (_net(torch.float32, 0.3)[0], x),
+        "lazy": (LazyReLUNet.init(20, 64, generator=gen(7), dtype=F64), xd),
+        "ntk": (ntk, xd),
+        "random-net": (RandomNet.init(20, 64, 2, generator=gen(11), dtype=F64), xd),
+        "ideal": (IdealRobustModel(M, make_teacher(20, generator=gen(12), dtype=F64), 4), xd),
+        "linear": (LinearModel(torch.randn(20, generator=gen(13), dtype=F64), 0.1), xd),
+    }
+
+
+@pytest.mark.parametrize("norm,tau", [("l2", 0.5), ("linf", 0.05)])
+@pytest.mark.parametrize("name", list(_every_learner()))
+def test_pgd_scoring_its_last_iterate_without_a_gradient_keeps_every_perturbation(name, norm, tau):
+    model, x = _every_learner()[name]
+    y = torch.where(torch.arange(x.shape[0]) % 2 == 0, 1.0, -1.0).to(x.dtype)
+    attack = PGD(norm, steps=4, restarts=2)
+    got = attack(model, x, y, tau, generator=gen(14))
+    want = attack.norm.project(_pgd_before(attack, model, x, y, tau, generator=gen(14)), tau)
+    assert torch.equal(got, want)
+    assert bool((got != 0).any())
+
+
+def test_the_attacks_shortcuts_change_no_stored_number(monkeypatch, tmp_path: Path):
+    """The optimisations' switches: small FGM-trained runs (one-sided and two-sided passes, PGD
+    in every evaluation) with FGM's gradient from ``forward_and_input_grad`` and PGD's last
+    gradient computed, and with both shortcuts."""
     for extra in (["--clean-steps", "20"], ["--clean-steps", "20", "--bias-schedule", "paper"]):
         runs = []
-        for name, fn in (("full", None), ("shortcut", SymmetricReLUNet.input_grad)):
-            monkeypatch.setattr(SymmetricReLUNet, "input_grad", fn)
+        for name, grad_only, pgd_run in (("full", None, _pgd_before),
+                                          ("shortcut", SymmetricReLUNet.input_grad, PGD.run)):
+            monkeypatch.setattr(SymmetricReLUNet, "input_grad", grad_only)
+            monkeypatch.setattr(PGD, "run", pgd_run)
             run = tmp_path / f"{name}{len(extra)}"
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
                 assert main(["simulate", *TINY, *extra, "--out", str(run)]) == 0, err.getvalue()

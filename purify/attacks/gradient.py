@@ -51,7 +51,11 @@ class PGD(Attack):
                     tuple(x.shape), tau, generator=generator, device=x.device, dtype=x.dtype
                 )
             for step in range(self.steps + 1):
-                out, grad = model.forward_and_input_grad(x + delta)
+                # the last iterate is only scored: its gradient would never be used
+                if step == self.steps:
+                    out = model.forward(x + delta)
+                else:
+                    out, grad = model.forward_and_input_grad(x + delta)
                 margin = y * out
                 better = margin < best_margin
                 best = torch.where(better[:, None], delta, best)
