@@ -166,6 +166,7 @@ def instrument(timers: Timers, flops: Flops) -> dict[str, int]:
     # preactivation is X Wᵀ of every pass; the gradient passes add one product each
     _wrap(SymmetricReLUNet, "preactivation", products(net_product))
     _wrap(SymmetricReLUNet, "forward_and_input_grad", products(net_product))
+    _wrap(SymmetricReLUNet, "input_grad", products(net_product))  # FGM's: C W without the output
     _wrap(SymmetricReLUNet, "loss_and_grad", products(net_product))
     _wrap(IdealRobustModel, "_active", products(ideal_product))
     _wrap(IdealRobustModel, "forward_and_input_grad", products(ideal_product))

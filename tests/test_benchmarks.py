@@ -56,6 +56,41 @@ def test_run_time_parts_add_up_and_figures_are_not_store_writes():
     assert flops and float(flops.group(1)) > 0
 
 
+_COUNT = """
+import sys, torch
+sys.path.insert(0, "benchmarks")
+import run_time as rt
+timers = rt.Timers(); flops = rt.Flops(timers); rt.instrument(timers, flops)
+import purify.trainer
+from purify.attacks import FGM, PGD
+from purify.data import Batch
+from purify.learners.symmetric import SymmetricReLUNet
+g = torch.Generator().manual_seed(0)
+n, d, m = 16, 8, 12
+W = torch.randn(m, d, generator=g)
+for b in (torch.full((m,), 0.5), torch.full((m,), 0.01)):  # one-sided and two-sided passes
+    net = SymmetricReLUNet(W, b, torch.full((m,), 0.02))
+    x = torch.randn(n, d, generator=g); y = torch.sign(torch.randn(n, generator=g))
+    kw = dict(lr=1.0, lam=0.0, noisy=False, rho_generator=g, tau=0.1, attack_generator=g)
+    for attack in (None, FGM("l2")):
+        before = flops.by_area["training steps"]
+        purify.trainer.train_step(net, Batch(x, y, None), attack=attack, **kw)
+        print(round((flops.by_area["training steps"] - before) / (2 * n * d * m)))
+    before = flops.by_area["other"]
+    PGD("l2", steps=3)(net, x, y, 0.1, generator=g)
+    print(round((flops.by_area["other"] - before) / (2 * n * d * m)))
+"""
+
+
+def test_run_time_counts_every_product_of_a_step_and_an_attack():
+    # a clean step is X Wᵀ and Cᵀ X; an FGM step adds X Wᵀ and C W for the input gradient (a
+    # count of 3 missed FGM's shortcut); PGD-3 is three passes with gradient and a scored last one
+    done = subprocess.run([sys.executable, "-c", _COUNT], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PURIFY_THREADS": "1"}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "4", "7"] * 2
+
+
 def test_notebook_time_prints_cpu_wall_and_gemm_units_per_notebook(tmp_path):
     pytest.importorskip("nbclient")
     pytest.importorskip("jupytext")
