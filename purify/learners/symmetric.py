@@ -233,8 +233,8 @@ class SymmetricReLUNet:
     def input_grad(self, x: Tensor) -> Tensor:
         """``∇_x f(x)`` of :meth:`forward_and_input_grad` without computing ``f(x)``: what FGM needs.
 
-        The same bits as there; an FGM training step costs about 2 ms (3 %) less at the default
-        size (``benchmarks/step_time.py``).
+        The same bits as there; an FGM training step at the default size costs 2–3 ms (3 %) less
+        (interleaved A/B on 2 cores; README, "FGM without the output").
         """
         return self._products()[1](self._smoothed_grad(self.preactivation(x)))
 
