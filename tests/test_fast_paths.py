@@ -229,13 +229,13 @@ def _pgd_before(self, model, x, y, tau, *, generator):
 
 def _every_learner():
     """One learner of each kind, on ``d = 20`` inputs, with inputs of its dtype."""
-    _, x = _net(torch.float32, 0.05)
+    one_sided, x = _net(torch.float32, 0.05)
     xd = x.to(F64)
     ntk = NTKModel.init(20, 64, generator=gen(8), bias=0.5, sigma_rho=0.2, dtype=F64)
     ntk.V = torch.randn(64, 20, generator=gen(9), dtype=F64)
     M = make_dictionary("orthogonal", 20, 20, generator=gen(10), dtype=F64)
     return {
-        "symmetric-one-sided": (_net(torch.float32, 0.05)[0], x),
+        "symmetric-one-sided": (one_sided, x),
         "symmetric-two-sided": (_net(torch.float32, 0.3)[0], x),
         "lazy": (LazyReLUNet.init(20, 64, generator=gen(7), dtype=F64), xd),
         "ntk": (ntk, xd),
