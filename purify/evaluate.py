@@ -115,6 +115,8 @@ class CascadeResult:
     example ``j``, ``-1`` if none did — including examples misclassified clean, which are
     not attacked (``clean_correct`` tells them apart).  ``each_correct[a]`` is the robust
     outcome under attack ``a`` alone, for the attacks that ran on every example.
+    ``certified`` (set by the end-of-phase evaluation) marks the examples proven robust by
+    :func:`purify.certificate.certified`: a lower bound where ``robust_correct`` is an upper one.
     """
 
     clean_correct: np.ndarray
@@ -122,6 +124,7 @@ class CascadeResult:
     broken_by: np.ndarray
     each_correct: np.ndarray
     n_attacks: int  # attacks run so far (the next attack's index in ``broken_by``)
+    certified: np.ndarray | None = None  # proven robust over the whole ball, where computed
 
 
 def clean_correct(model: Learner, x: Tensor, y: Tensor, *, chunk: int = 1024) -> Tensor:
@@ -141,6 +144,7 @@ def cascade(
     generators: Sequence[torch.Generator],
     attack_all: int = 0,
     prior: CascadeResult | None = None,
+    proven: Tensor | None = None,
     chunk: int = 1024,
 ) -> CascadeResult:
     """Robust iff clean-correct and no attack of the cascade flips it (Def. 4.1, per example).
@@ -159,6 +163,10 @@ def cascade(
     ``prior`` continues an earlier cascade on the same examples: its survivors are attacked
     by ``attacks``, numbered in ``broken_by`` after the prior's attacks; the result is the one
     the concatenated cascade would give.
+
+    ``proven`` (boolean ``(n,)``) marks examples proven robust over the whole ball
+    (:func:`purify.certificate.certified`): the attacks after the first ``attack_all`` leave
+    them out, since none can flip them; the result is the one attacking them would give.
     """
     if len(generators) != len(attacks):
         raise ValueError(f"need one generator per attack, got {len(generators)} for {len(attacks)}")
@@ -182,6 +190,8 @@ def cascade(
             # every row of its input (ConvergedPGD with `active`) then gives a row the same
             # draws whichever rows survive, so models stay paired through their survivors.
             active = None if everywhere else alive[sl]
+            if active is not None and proven is not None:
+                active = active & ~proven[sl]
             delta = attack(model, x[sl], y[sl], tau, generator=g, active=active)
             rows = torch.arange(i, min(i + chunk, n), device=x.device)
             if active is not None:

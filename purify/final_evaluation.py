@@ -25,6 +25,7 @@ example and their differences have small standard errors.  The streams are the r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from purify import rng
 from purify import schema as V
 from purify import store as S
 from purify.attacks import STRONG_ATTACKS, Attack, Norm, make_attack, strength_starts
+from purify.certificate import certified
 from purify.config import RunConfig
 from purify.data import SparseCodingProblem
 from purify.evaluate import CascadeResult, cascade, standard_error
@@ -65,6 +67,9 @@ CLEAN_SLACK = 0.01
 STRENGTH_GRIDS = {"standard": ((10, 30, 100), (1, 3)), "strong": ((10, 30, 100, 300), (1, 3, 10))}
 #: The smoother surrogate of ``transfer_smooth`` has this many times the model's σ_ρ.
 SMOOTHER = 3.0
+#: Whether the survivor attacks leave out the examples proven robust (the same verdicts either
+#: way, since none of them can flip; off only to test that).
+SKIP_CERTIFIED = True
 
 
 def threshold_net(W: Tensor, r: float, scale: float, norm: str, sigma_rho_ratio: float) -> SymmetricReLUNet:
@@ -135,17 +140,21 @@ class FinalEvaluation:
                        generators=self._generators(norm, self.cheap), attack_all=len(attacks))
 
     def full(self, model: Learner, norm: str, prior: CascadeResult, sources: dict[str, Learner | None]) -> CascadeResult:
-        """Continue ``prior`` (the cheap stage) with the strength's survivor attacks."""
+        """Continue ``prior`` (the cheap stage) with the strength's survivor attacks, which leave
+        out the examples :func:`purify.certificate.certified` proves robust (they cannot flip)."""
+        proven = certified(model, self.x, self.y, self.tau(norm), norm)
+        if proven is not None and bool((proven.cpu().numpy() & ~prior.robust_correct).any()):
+            raise RuntimeError(f"an attack flipped an example the certificate proves robust ({norm}): the "
+                               "certificate is wrong for this model")
         result = prior
         for name in self.survivors:
             attack = _survivor_attack(name, norm, self.problem, self.config.eval.strength, sources)
             if attack is None:  # keep the numbering of `attack_names`: an attack that breaks nothing
-                result = CascadeResult(result.clean_correct, result.robust_correct, result.broken_by,
-                                       result.each_correct, result.n_attacks + 1)
+                result = dataclasses.replace(result, n_attacks=result.n_attacks + 1)
                 continue
-            result = cascade(model, self.x, self.y, self.tau(norm), [attack],
-                             generators=self._generators(norm, [name]), prior=result)
-        return result
+            result = cascade(model, self.x, self.y, self.tau(norm), [attack], generators=self._generators(norm, [name]),
+                             prior=result, proven=proven if SKIP_CERTIFIED else None)
+        return result if proven is None else dataclasses.replace(result, certified=proven.cpu().numpy())
 
     def model(self, model: Learner, sources: dict[str, Learner | None]) -> dict[str, CascadeResult]:
         return {norm: self.full(model, norm, self.fast(model, norm), sources) for norm in self.norms}
@@ -295,9 +304,13 @@ def _attack_strength(fe: FinalEvaluation, model: Learner, cheap: CascadeResult,
     acc = np.zeros((len(steps_grid), len(starts_grid)))
     if keep.size:
         idx = torch.as_tensor(keep, device=fe.device)
+        proven = None
+        if SKIP_CERTIFIED and cheap.certified is not None:
+            proven = torch.as_tensor(cheap.certified[keep], device=fe.device)
         sub = attack_strength(model, fe.x[idx], fe.y[idx], fe.tau("l2"), norm="l2", steps_grid=tuple(steps_grid),
                               starts_grid=tuple(starts_grid), dense_direction=fe.problem.dense_direction(),
-                              generator=rng.generator(int(fe.config.seed), "final/attack_strength", fe.device))
+                              generator=rng.generator(int(fe.config.seed), "final/attack_strength", fe.device),
+                              proven=proven)
         acc = np.asarray(sub, dtype=np.float64) * keep.size / n
     return xr.Dataset(
         {V.ACCURACY: (V.FINAL_LAYOUT[V.ATTACK_STRENGTH][V.ACCURACY], acc, {
@@ -322,6 +335,9 @@ def _evaluation_group(fe: FinalEvaluation, results: dict[str, dict[str, CascadeR
     robust = np.stack([[results[m][nm].robust_correct for nm in fe.norms] for m in names]).astype(np.uint8)
     broken = np.stack([[results[m][nm].broken_by for nm in fe.norms] for m in names]).astype(np.int8)
     each = np.stack([[results[m][nm].each_correct for nm in fe.norms] for m in names]).astype(np.uint8)
+    has_certificate = [m for m in names if results[m][first].certified is not None]
+    proven = np.stack([[np.zeros(n, bool) if results[m][nm].certified is None else results[m][nm].certified
+                        for nm in fe.norms] for m in names]).astype(np.uint8)
     ev = fe.config.eval
     dims = V.FINAL_LAYOUT[V.EVALUATION]
     return xr.Dataset(
@@ -334,12 +350,15 @@ def _evaluation_group(fe: FinalEvaluation, results: dict[str, dict[str, CascadeR
                              "(or wrong clean, never attacked)"}),
             V.CHEAP_CORRECT: (dims[V.CHEAP_CORRECT], each, {
                 "long_name": "clean-correct and not flipped at tau by this cheap attack alone"}),
+            V.CERTIFIED: (dims[V.CERTIFIED], proven, {
+                "long_name": "proven robust at tau: y f(x + delta) > 0 for every delta of the ball, by the linear "
+                             "relaxation of purify.certificate (net of float error); 0 for models without one"}),
         },
         coords={V.MODEL: np.array(names), V.NORM: np.array(fe.norms), V.EXAMPLE: np.arange(n),
                 V.ATTACK: np.array(fe.attack_names), V.CHEAP_ATTACK: np.array(fe.cheap),
                 V.TAU: (V.NORM, np.array([fe.tau(nm) for nm in fe.norms]))},
         attrs={"strength": ev.strength, "attacks": ",".join(fe.attack_names), "radius_multiple": 1.0,
-               "n_examples": int(n),
+               "n_examples": int(n), "certified_models": ",".join(has_certificate),
                "paired": "every model sees the same examples and, per (norm, attack), the same random stream"},
     )
 

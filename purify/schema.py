@@ -97,6 +97,7 @@ CLEAN_CORRECT = "clean_correct"
 ROBUST_CORRECT = "robust_correct"
 BROKEN_BY = "broken_by"
 CHEAP_CORRECT = "cheap_correct"
+CERTIFIED = "certified"  # proven robust over the whole ball (purify.certificate)
 # -- threshold (also CLEAN_ACCURACY and ROBUST_ACCURACY along r) ----------------------------
 ROBUST_ACCURACY_FAST = "robust_accuracy_fast"
 SELECTED_R = "selected_r"  # attribute: the selected threshold multiple
@@ -115,6 +116,8 @@ SUMMARY_MODELS = {"clean": CLEAN_MODEL, "robust": ROBUST_MODEL, "bias_only": BIA
 # A model block holds CLEAN_ACCURACY, ROBUST_ACCURACY (there: the strongest attack at tau in l2),
 ROBUST_ACCURACY_LINF = "robust_accuracy_linf"  # the same in linf
 ROBUST_ACCURACY_BY_ATTACK = "robust_accuracy_by_attack"  # {attack: accuracy} in l2
+CERTIFIED_ACCURACY = "certified_accuracy"  # proven robust in l2: a lower bound (runs since it existed)
+CERTIFIED_ACCURACY_LINF = "certified_accuracy_linf"  # the same in linf
 # and the summary, besides TAU (l2, radius multiple 1):
 RELATIVE_WEIGHT_CHANGE = "relative_weight_change"
 MEDIAN_THETA = "median_theta_clean_robust"
@@ -125,7 +128,8 @@ PURIFICATION = "purification"  # medians of dense alignment and effective r, and
 #: from here); the groups a run fills as it trains are laid out by :func:`store_template`.
 FINAL_LAYOUT: dict[str, dict[str, tuple[str, ...]]] = {
     EVALUATION: {CLEAN_CORRECT: (MODEL, EXAMPLE), ROBUST_CORRECT: (MODEL, NORM, EXAMPLE),
-                 BROKEN_BY: (MODEL, NORM, EXAMPLE), CHEAP_CORRECT: (MODEL, NORM, CHEAP_ATTACK, EXAMPLE)},
+                 BROKEN_BY: (MODEL, NORM, EXAMPLE), CHEAP_CORRECT: (MODEL, NORM, CHEAP_ATTACK, EXAMPLE),
+                 CERTIFIED: (MODEL, NORM, EXAMPLE)},
     THRESHOLD: {CLEAN_ACCURACY: (R,), ROBUST_ACCURACY_FAST: (R, NORM), ROBUST_ACCURACY: (R, NORM)},
     ATTACK_STRENGTH: {ACCURACY: (STEPS, STARTS)},
 }

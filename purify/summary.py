@@ -94,6 +94,9 @@ def evaluation_blocks(ev: xr.Dataset, primary: str) -> dict:
             key = V.ROBUST_ACCURACY if norm == "l2" else V.ROBUST_ACCURACY_LINF
             block[key] = float(robust[m][i].mean())
             block[f"{key}_se"] = standard_error(robust[m][i])
+            if m in str(ev.attrs.get("certified_models", "")).split(","):  # not in stores made before it
+                proven = ev[V.CERTIFIED].sel(model=m, norm=norm).values.astype(np.float64)
+                block[V.CERTIFIED_ACCURACY if norm == "l2" else V.CERTIFIED_ACCURACY_LINF] = float(proven.mean())
         if "l2" in norms:
             each = ev[V.CHEAP_CORRECT].sel(model=m, norm="l2")
             block[V.ROBUST_ACCURACY_BY_ATTACK] = {str(a): float(each.sel(cheap_attack=a).mean())
@@ -213,6 +216,12 @@ def format_summary(summary: dict) -> str:
     if block.get("evaluation"):
         lines.append(f"robust accuracy: {block['evaluation']} attack cascade on {block['n_examples']} held-out "
                      "examples (± 1 SE)")
+    certified_key = V.CERTIFIED_ACCURACY if robust_key == V.ROBUST_ACCURACY else V.CERTIFIED_ACCURACY_LINF
+    proven = [(label.strip().removeprefix("+ ").split(" (")[0], summary[name][certified_key])
+              for name, label in labels.items() if certified_key in (summary.get(name) or {})]
+    if proven:
+        lines.append("certified (proven robust at the same tau, a lower bound): "
+                     + ", ".join(f"{label} {value:.3f}" for label, value in proven))
     for name, diff in (summary.get(V.PAIRED) or {}).items():
         lines.append(f"paired {name.replace('_', ' ')}: {diff['value']:+.3f} ± {diff['se']:.3f}")
     if summary.get(V.RELATIVE_WEIGHT_CHANGE) is not None:

@@ -256,6 +256,7 @@ def attack_strength(
     generator: torch.Generator,
     rel_step: float = 0.3,
     schedule: str = "cosine",
+    proven: Tensor | None = None,
 ) -> np.ndarray:
     """Robust accuracy of the :class:`ConvergedPGD` family by effort, ``(len(steps_grid), len(starts_grid))``.
 
@@ -269,6 +270,8 @@ def attack_strength(
     cell is the robust accuracy of ``ConvergedPGD(steps=steps_grid, starts=strength_starts(...))``
     with the same generator state.  A run skips the examples already broken by a run of no
     more steps from no later start: they are broken in every cell that run counts in.
+    ``proven`` (boolean ``(n,)``, :func:`purify.certificate.certified`) marks examples no
+    perturbation of the ball flips: no run attacks them, which changes no cell.
     """
     steps_grid, starts_grid = tuple(steps_grid), tuple(starts_grid)
     if list(steps_grid) != sorted(set(steps_grid)) or list(starts_grid) != sorted(set(starts_grid)):
@@ -281,8 +284,9 @@ def attack_strength(
     n = x.shape[0]
     broken = torch.zeros(len(steps_grid), len(attack.starts), n, dtype=torch.bool, device=x.device)
     clean_ok = sign(model.forward(x)) == y
+    skip = ~clean_ok if proven is None else ~clean_ok | proven
     for j, i, one in attack.runs(model, x, y, tau, generator=generator):
-        done = broken[: i + 1, : j + 1].flatten(0, 1).any(dim=0) | ~clean_ok
+        done = broken[: i + 1, : j + 1].flatten(0, 1).any(dim=0) | skip
         rows = torch.nonzero(~done).flatten()
         if rows.numel():
             _, margin = one(rows)
