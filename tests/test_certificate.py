@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,11 @@ from purify import final_evaluation
 from purify import schema as V
 from purify import store as S
 from purify.attacks import ConvergedPGD, Norm, attack_strength
-from purify.certificate import certified, float_error, margin_lower_bound
+from purify.certificate import certified, float_error, ideal_margin_lower_bound, margin_lower_bound
 from purify.cli import main
 from purify.evaluate import cascade
 from purify.learners.ideal import IdealRobustModel
+from purify.learners.linear import LinearModel
 from purify.learners.symmetric import SymmetricReLUNet
 
 F64 = torch.float64
@@ -115,9 +117,48 @@ def test_float_error_bounds_the_float32_forward_inside_the_ball(ratio):
 
 
 def test_models_without_a_certificate_certify_nothing():
-    M = torch.eye(4, dtype=F64)
-    ideal = IdealRobustModel(M, torch.ones(4, dtype=F64), 1)
-    assert certified(ideal, torch.zeros(2, 4, dtype=F64), torch.ones(2, dtype=F64), 0.1, "l2") is None
+    linear = LinearModel(torch.ones(4, dtype=F64))
+    assert certified(linear, torch.zeros(2, 4, dtype=F64), torch.ones(2, dtype=F64), 0.1, "l2") is None
+
+
+def _ideal_grid_min(model, x, y, tau, norm, steps=41):
+    """The smallest ``y f*(x + δ)`` over a grid of the ball, ``d = 3``: in the coordinates
+    ``v = Mᵀδ`` (orthogonal ``M``: the ℓ₂ ball again; ``M = I``: the cube), the grid holds every
+    point of the ball and, per coordinate, the points where a feature crosses its threshold."""
+    n, d = x.shape
+    axis = torch.linspace(-tau, tau, steps, dtype=F64)
+    c = x @ model.M
+    found = torch.full((n,), math.inf, dtype=F64)
+    for j in range(n):
+        # the crossing points of each coordinate, just on either side, join the grid
+        extra = [v for i in range(d) for th in (model.threshold, -model.threshold)
+                 for v in (th - c[j, i], th - c[j, i] - 1e-9 * tau) if abs(float(v)) <= tau]
+        pts = torch.cat([axis, torch.tensor(extra, dtype=F64)])
+        v = torch.cartesian_prod(pts, pts, pts)
+        if norm == "l2":
+            v = v[v.norm(dim=1) <= tau]
+        out = y[j] * model.forward(x[j] + v @ model.M.T)
+        found[j] = out.min()
+    return found
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_the_ideal_models_bound_is_sound_and_close_to_the_grid_minimum(norm):
+    """The ideal model (§3) in ``d = 3`` with the default preset's ratio ``τ = θ``: each feature can
+    switch on alone, so only the shared budget proves anything (ℓ₂: the Lagrangian bound)."""
+    g = gen(7)
+    M = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))[0] if norm == "l2" else torch.eye(3, dtype=F64)
+    model = IdealRobustModel(M, torch.tensor([1.0, -1.0, 1.0], dtype=F64), 4)  # θ = 1/4
+    z = torch.where(torch.rand(40, 3, generator=g, dtype=F64) < 0.5, 0.0, 1.0) * (0.2 + torch.rand(40, 3, generator=g, dtype=F64))
+    x = z @ M.T + 0.05 * torch.randn(40, 3, generator=g, dtype=F64)
+    y = torch.where(model.forward(x) >= 0, 1.0, -1.0).to(F64)
+    tau = model.threshold if norm == "l2" else 0.1
+    bound = ideal_margin_lower_bound(model, x, y, tau, norm)
+    found = _ideal_grid_min(model, x, y, tau, norm)
+    assert bool((bound <= found + 1e-12).all()), float((bound - found).max())
+    proven = certified(model, x, y, tau, norm)
+    robust = int((found > 0).sum())
+    assert robust > 5 and int(proven.sum()) >= robust - 2, (int(proven.sum()), robust)
 
 
 def test_the_cascade_and_the_strength_table_skip_proven_examples_with_the_same_outcome():
@@ -159,7 +200,7 @@ def test_skipping_certified_examples_changes_no_stored_number(monkeypatch, tmp_p
         proven = ev[V.CERTIFIED].values.astype(bool)
         survived = ev[V.ROBUST_CORRECT].values.astype(bool)
         assert not (proven & ~survived).any()
-        assert proven.sum() > 0 and ev.attrs["certified_models"] == ",".join(m for m in ev.model.values if m != "ideal")
+        assert proven.sum() > 0 and ev.attrs["certified_models"] == ",".join(ev.model.values)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             assert main(["info", str(runs[1])]) == 0
