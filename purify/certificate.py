@@ -45,6 +45,27 @@ from purify.learners.symmetric import SymmetricReLUNet, smooth_relu
 CHUNK = 512
 
 
+def _gamma(k: int, e: float) -> float:
+    """Higham's ``γ_k = ku/(1 − ku)``, the relative error of a sum of ``k`` terms (no bound past ``ku = 1``)."""
+    return k * e / (1 - k * e) if k * e < 1 else math.inf
+
+
+def _units(dtype: torch.dtype, device: torch.device) -> tuple[float, float]:
+    """``(u, u_products)``: the unit roundoff of ``dtype`` plus float64's (the bounds' own rounding;
+    ``γ`` is superadditive in ``u``), and that of the products: bfloat16's where float32 products
+    may run in TF32 or bfloat16 (a 10- or 8-bit mantissa)."""
+    unit = torch.finfo(dtype).eps / 2 + torch.finfo(torch.float64).eps / 2
+    if dtype == torch.float32 and (torch.get_float32_matmul_precision() != "highest"
+                                   or (device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)):
+        return unit, 2.0**-8
+    return unit, unit
+
+
+def _rounded_radius(tau: float, d: int, unit: float) -> float:
+    """``τ`` widened by the projection's own rounding: a projected ``δ`` may have ``‖δ‖_p`` above ``τ``."""
+    return tau * (1 + 2 * _gamma(d, unit))
+
+
 def margin_lower_bound(net: SymmetricReLUNet, x: Tensor, y: Tensor, tau: float, norm: str) -> Tensor:
     """``(n,)`` float64: a lower bound on ``min_{‖δ‖_p ≤ τ} y f(x + δ)`` in exact arithmetic
     (the module docstring's relaxation, the best of three tangent points)."""
@@ -86,17 +107,11 @@ def float_error(net: SymmetricReLUNet, x: Tensor, tau: float, norm: str, dtype: 
     absolute values; and the one-sided pass's dropped half and flushed ``exp`` (below
     ``1e-24 s_i`` each, :meth:`SymmetricReLUNet._smoothed_one_sided`).
     """
-    unit = torch.finfo(dtype).eps / 2 + torch.finfo(torch.float64).eps / 2
-    gemm_unit = unit
-    if dtype == torch.float32 and (torch.get_float32_matmul_precision() != "highest"
-                                   or (x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)):
-        gemm_unit = 2.0**-8  # TF32 / bfloat16 products: a 10-bit (or 8-bit) mantissa
+    unit, gemm_unit = _units(dtype, x.device)
     W, b = net.W.double(), net.b.double()
     s = net.sigma_rho.double().clamp_min(1e-30)
     m, d = W.shape
-    gamma = lambda k, e: k * e / (1 - k * e) if k * e < 1 else math.inf  # noqa: E731  (no bound past that)
-    # ‖δ‖_p may exceed τ by the projection's own rounding
-    tau = tau * (1 + 2 * gamma(d, unit))
+    tau = _rounded_radius(tau, d, unit)
     t = tau * Norm(norm).dual_norm(W)
     out = []
     for i in range(0, x.shape[0], CHUNK):
@@ -104,9 +119,9 @@ def float_error(net: SymmetricReLUNet, x: Tensor, tau: float, norm: str, dtype: 
         reach = xi.abs() @ W.abs().T + t  # ≥ Σ_j |w_ij||x_j + δ_j|
         top = (xi @ W.T).abs() + t  # ≥ |<w_i, x + δ>|
         value, slope = smooth_relu(top - b, s)  # the largest |term| and slope of each neuron in the ball
-        per_neuron = 2 * slope * ((unit + gamma(d, gemm_unit)) * reach + 16 * unit * (top + b + s))
+        per_neuron = 2 * slope * ((unit + _gamma(d, gemm_unit)) * reach + 16 * unit * (top + b + s))
         per_neuron = per_neuron + 16 * unit * value + 1e-22 * s
-        out.append(per_neuron.sum(dim=1) + gamma(m, unit) * 2 * value.sum(dim=1))
+        out.append(per_neuron.sum(dim=1) + _gamma(m, unit) * 2 * value.sum(dim=1))
     return torch.cat(out)
 
 
@@ -123,9 +138,8 @@ def ideal_margin_lower_bound(model: IdealRobustModel, x: Tensor, y: Tensor, tau:
     nrm = Norm(norm)
     M, w = model.M.double(), model.w_star.double()
     d, D = M.shape
-    unit = torch.finfo(model.M.dtype).eps / 2 + torch.finfo(torch.float64).eps / 2
-    gamma = lambda k, e: k * e / (1 - k * e) if k * e < 1 else math.inf  # noqa: E731
-    tau = tau * (1 + 2 * gamma(d, unit))  # the projection's rounding, as in float_error
+    unit, gemm_unit = _units(model.M.dtype, x.device)
+    tau = _rounded_radius(tau, d, unit)
     t = tau * nrm.dual_norm(M.T)  # (D,)
     theta = model.threshold
     radius = float(torch.linalg.matrix_norm(M, ord=2)) * (1 + 1e-12)  # σ_max(M): ‖Mᵀδ‖₂ ≤ σ_max τ
@@ -134,7 +148,7 @@ def ideal_margin_lower_bound(model: IdealRobustModel, x: Tensor, y: Tensor, tau:
         xi, yi = x[i : i + CHUNK].double(), y[i : i + CHUNK].double()
         c = xi @ M
         # how far the computed c_j can be from <M_j, x + δ>, and the threshold's own rounding
-        e = (unit + gamma(d, unit)) * (xi.abs() @ M.abs() + t) + unit * theta
+        e = (unit + _gamma(d, gemm_unit)) * (xi.abs() @ M.abs() + t) + unit * theta
         lo, hi = c - t - e, c + t + e
         a = yi[:, None] * w  # the term is a · c where the feature is on
         above, below = lo >= theta, hi <= -theta
@@ -152,7 +166,7 @@ def ideal_margin_lower_bound(model: IdealRobustModel, x: Tensor, y: Tensor, tau:
             bound = torch.maximum(bound, _ideal_l2_dual(c, a, t, e, theta, tau * radius))
         # the sum over features in the dtype: γ_D of the largest |term| each can reach
         reach = torch.where(off, torch.zeros_like(c), w.abs() * torch.maximum(lo.abs(), hi.abs()))
-        out.append(bound - gamma(D, unit) * reach.sum(dim=1))
+        out.append(bound - _gamma(D, unit) * reach.sum(dim=1))
     return torch.cat(out)
 
 
@@ -178,7 +192,7 @@ def _ideal_l2_dual(c: Tensor, a: Tensor, t: Tensor, e: Tensor, theta: float, rad
     best = torch.full((c.shape[0],), -math.inf, dtype=c.dtype, device=c.device)
     for scale in LAMBDAS:
         lam = scale / radius
-        candidates = [-reach.expand_as(c), reach.expand_as(c), -e.expand_as(c), e.expand_as(c), theta - c,
+        candidates = [-reach, reach, -e, e, theta - c,
                       -theta - c, e - a / (2 * lam), -e - a / (2 * lam), torch.zeros_like(c)]
         s = torch.stack(candidates).clamp(-reach, reach)  # (K, n, D)
         z = c + s
