@@ -8,8 +8,8 @@ the input gradient.  ``purify simulate`` draws a fresh batch every step (online 
 "online" rows include drawing it.  Each ratio is ``time / bare matrix-product time`` of the
 same step: what the elementwise work, the sampling and the bookkeeping add on top.  The steps
 and their bare products run on the matmul backend ``purify simulate`` would choose
-(``PURIFY_MATMUL`` overrides; see ``purify.matmul``); the same clean products with ``@`` (MKL)
-are printed too.
+(``PURIFY_MATMUL`` overrides; see ``purify.matmul``); the same clean products on the other
+backend (where this torch build has both) are printed too.
 
 The plain-autograd rows are the same smoothed network written as a user would without
 purify: torch ops on a leaf ``W`` (no ``nn.Module``), ``loss.backward()``, and for FGM a
@@ -124,11 +124,17 @@ def main(argv: list[str] | None = None) -> None:
         return train_step(net, bt, lr=1.0, lam=0.0, noisy=False, rho_generator=rho,
                           attack=attack, tau=tau, attack_generator=rho)
 
+    other = "blas" if backend == "onednn" else "onednn" if matmul.onednn_available() else None
+
+    def bare_clean_other():
+        with matmul.using(other):
+            return matmul.linear(x, W), matmul.matmul(C.T, x)
+
     times = _interleaved({
-        # the products on the backend the steps use (matmul.linear/matmul), and with `@` (MKL)
+        # the products on the backend the steps use (matmul.linear/matmul), and on the other one
         "bare clean": lambda: (matmul.linear(x, W), matmul.matmul(C.T, x)),
         "bare adv": lambda: (matmul.linear(x, W), matmul.matmul(C, W), matmul.linear(x, W), matmul.matmul(C.T, x)),
-        "bare clean @": lambda: (x @ W.T, C.T @ x),
+        **({"bare clean other": bare_clean_other} if other else {}),
         "clean": lambda: step(batch),
         "adv": lambda: step(batch, fgm),
         "sample": lambda: problem.sample(args.batch, generator=data_gen),
@@ -148,8 +154,9 @@ def main(argv: list[str] | None = None) -> None:
             ("plain autograd clean step", "plain clean", bc), ("plain autograd FGM step", "plain adv", ba)]
     for label, key, bare in rows:
         print(f"{label:30}{times[key] * 1e3:10.1f}{bare * 1e3:19.1f}{times[key] / bare:7.2f}")
-    print(f"bare clean products with `@` (MKL): {times['bare clean @'] * 1e3:.1f} ms, "
-          f"{times['bare clean @'] / bc:.2f}x those on {backend}")
+    if other:
+        print(f"bare clean products on {other}: {times['bare clean other'] * 1e3:.1f} ms, "
+              f"{times['bare clean other'] / bc:.2f}x those on {backend}")
     print(f"plain autograd / purify: clean {times['plain clean'] / times['clean']:.2f}x, "
           f"FGM {times['plain adv'] / times['adv']:.2f}x (same batch, no sampling in either)")
 

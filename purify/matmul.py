@@ -6,9 +6,12 @@ runs AVX-512 wherever the CPU has it.  On the 2-core Zen 5 machines purify is me
 three products of a default step ran at 390–427 GFLOP/s with oneDNN against 184–198 with
 MKL (``benchmarks/step_time.py`` prints both); on a 2-core AVX2-only EPYC the two were even
 (MKL's clean-step products took 0.82–1.00× the time of oneDNN's) and shortened default
-runs took the same time on either (README, "MKL or oneDNN on AVX2"), so oneDNN stays the
-default.  The two sum in different orders, so their results agree to float round-off, not bit
-for bit: like the thread count, the backend is part of what makes a run reproducible, and a
+runs took the same time on either (README, "MKL or oneDNN on AVX2"), so oneDNN is the
+default on AMD.  On Intel processors MKL runs its own AVX-512 code: on a 2-core Intel Xeon it
+was the faster of the two (309–337 against 227–272 GFLOP/s at ``d = 2000``, and reduced
+``d = 2000`` runs took 4 % less; README, "On an Intel Xeon with AVX-512"), so a fresh run
+there takes MKL.  The two sum in different orders, so their results agree to float round-off,
+not bit for bit: like the thread count, the backend is part of what makes a run reproducible, and a
 run stores it (attribute ``matmul``) and resumes with it.
 
 ``onednn`` applies to non-empty float32 CPU tensors outside autograd; everything else (float64,
@@ -55,10 +58,24 @@ def onednn_available() -> bool:
     return out.shape == (5, 3) and bool(torch.allclose(out, x @ w.T, rtol=1e-5, atol=1e-6))
 
 
+@functools.cache
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``), or ``""`` where there
+    is none.  MKL picks its code by vendor: its AVX-512 code on Intel, AVX2 on AMD."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def choose_backend(*, override: str | None = None, stored: str | None = None) -> str:
     """The backend of a run: the stored one for a resumed run (``blas`` for stores written before
-    purify recorded it: pass ``"blas"``), else ``override`` (``PURIFY_MATMUL``), else ``onednn``
-    where available.
+    purify recorded it: pass ``"blas"``), else ``override`` (``PURIFY_MATMUL``), else ``blas`` on
+    Intel processors (:func:`cpu_vendor`) and ``onednn`` elsewhere where available.
 
     Raises
     ------
@@ -73,7 +90,7 @@ def choose_backend(*, override: str | None = None, stored: str | None = None) ->
         if override == "onednn" and not onednn_available():
             raise ValueError(f"{ENV}=onednn: this torch build has no usable oneDNN; use blas")
         return override
-    return "onednn" if onednn_available() else "blas"
+    return "onednn" if onednn_available() and cpu_vendor() != "GenuineIntel" else "blas"
 
 
 def set_backend(name: str) -> None:

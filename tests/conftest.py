@@ -15,6 +15,22 @@ def pytest_xdist_auto_num_workers(config):
     return available_cores()
 
 
+def pytest_configure(config):
+    """Import ART once in the controller, before the workers start.  Its first import on a
+    machine writes ``~/.art/config.json``, and two workers collecting at once can race there:
+    one sees no file, the other writes it, and the first then skips both reading and writing
+    it and fails with ``NameError: name '_config' is not defined`` (seen on a fresh machine)."""
+    if hasattr(config, "workerinput"):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("art") is not None:
+        try:
+            import art  # noqa: F401
+        except Exception:  # noqa: BLE001 - the cross-check's importorskip reports a broken ART itself
+            pass
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Runs are compared bit for bit (results depend on the thread count), subprocesses of the

@@ -27,8 +27,9 @@ def _bench(script: str, *args: str) -> str:
 
 
 def test_step_time_prints_each_step_against_its_products():
-    out = _bench("step_time.py", "--d", "32", "--m", "64", "--batch", "16", "--repeats", "2")
-    assert "d=32 k=3 m=64 batch=16" in out  # k defaults to min(60, d/10): small d works
+    # big enough that the bare products print as more than 0.0 ms on MKL too (a few µs at d = 32)
+    out = _bench("step_time.py", "--d", "128", "--m", "256", "--batch", "128", "--repeats", "2")
+    assert "d=128 k=12 m=256 batch=128" in out  # k defaults to min(60, d/10)
     rows = re.findall(r"^(\S[^\n\d]*?) +([\d.]+) +([\d.]+) +([\d.]+)$", out, flags=re.M)
     assert [r[0] for r in rows] == ["clean step", "adversarial step (FGM)", "sampling a batch",
                                     "online clean step (+ sampling)", "online FGM step (+ sampling)",
