@@ -209,7 +209,7 @@ def test_analyses_run_on_the_backend_the_run_stored(monkeypatch, tmp_path):
     """``purify analyze`` in a process whose backend is blas, with ``PURIFY_MATMUL=blas``, computes
     a oneDNN run's analyses on oneDNN: bit for bit what they are there, not what blas gives.
     At d = 128 the two backends sum alike on an Intel Xeon with AVX-512 (MKL runs its AVX-512
-    code there) though not on AMD cores; at d = 256 their backward products differ on both."""
+    code there), though not on AMD cores; at d = 256 their backward products differ there too."""
     from purify.analysis import analyze
 
     run, groups = tmp_path / "run", ("purification", "perturbations")
