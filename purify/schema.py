@@ -15,7 +15,7 @@ The layout of a run store (``RUN/store.zarr``)::
       coords: step, phase(step), iteration, iteration_phase(iteration), norm, attack,
               radius, tau(norm, radius)
     /snapshots        W (step, neuron, input), b (step, neuron), sigma_rho (step, neuron)
-    /problem          M (input, feature), w_star (feature)
+    /problem          M (input, feature), w_star (feature), test_label (example)
     /evaluation       per-example outcomes of the end-of-phase evaluation (model, norm, example)
     /threshold        the threshold baseline along its grid r
     /attack_strength  robust accuracy against converged-PGD effort (steps, starts)
@@ -30,17 +30,19 @@ into it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 import xarray as xr
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from purify.config import RunConfig
-    from purify.data import SparseCodingProblem
+    from purify.data import Batch, SparseCodingProblem
     from purify.train import Timeline
 
 # -- groups ----------------------------------------------------------------------------
@@ -92,6 +94,7 @@ SIGMA_RHO = "sigma_rho"
 # -- problem -----------------------------------------------------------------------------
 M = "M"
 W_STAR = "w_star"
+TEST_LABEL = "test_label"  # the held-out labels the run used (ties: see purify.data.labels)
 # -- evaluation (per example) -------------------------------------------------------------
 CLEAN_CORRECT = "clean_correct"
 ROBUST_CORRECT = "robust_correct"
@@ -145,7 +148,7 @@ def by_norm(values: Mapping[str, np.ndarray], norms: Sequence[str]) -> np.ndarra
 
 
 def store_template(
-    config: RunConfig, timeline: Timeline, problem: SparseCodingProblem, ideal: dict
+    config: RunConfig, timeline: Timeline, problem: SparseCodingProblem, ideal: dict, test_labels: Tensor
 ) -> dict[str, xr.Dataset]:
     """The pre-allocated groups of a run store (NaN where values are still to come).
 
@@ -154,6 +157,10 @@ def store_template(
     config : the resolved run config.
     timeline : its evaluation (``step``) and log (``iteration``) points.
     problem : the dictionary ``M (d, D)`` and teacher ``w* (D,)``.
+    test_labels : the held-out labels ``(n_test,)`` the run evaluates with.  They are stored
+        because a tie ``<w*, z> = 0`` takes the sign of a float32 round-off that differs
+        between CPUs (:func:`purify.data.labels`); everything else of the held-out set is
+        regenerated from the seed.
     ideal : the ideal model's evaluation, ``{"clean": float, "robust": {norm: (attack, radius)},
         "strongest": {norm: (radius,)}}``.
 
@@ -212,8 +219,11 @@ def store_template(
         {
             M: ((INPUT, FEATURE), problem.M.cpu().numpy(), {"long_name": "dictionary (unit-norm columns)"}),
             W_STAR: (FEATURE, problem.w_star.cpu().numpy(), {"long_name": "teacher"}),
+            TEST_LABEL: (EXAMPLE, test_labels.cpu().numpy().astype(np.int8), {
+                "long_name": "held-out labels y = sign(<w*, z>) as the run drew them (the sign of a tie is "
+                             "its float32 round-off on the machine that made the run)"}),
         },
-        coords={INPUT: np.arange(d), FEATURE: np.arange(D)},
+        coords={INPUT: np.arange(d), FEATURE: np.arange(D), EXAMPLE: np.arange(len(test_labels))},
     )
     return {ROOT: root, SNAPSHOTS: snapshots, PROBLEM: prob}
 
@@ -253,3 +263,20 @@ def eval_row(result: dict, norms: Sequence[str]) -> dict[str, np.ndarray]:
 def snapshot_row(weights: Tensor, bias: Tensor, smoothing: Tensor) -> dict[str, np.ndarray]:
     """One snapshot (along ``step``): ``W (m, d)``, ``b (m,)``, ``σ_ρ (m,)``."""
     return {W: weights.cpu().numpy(), B: bias.cpu().numpy(), SIGMA_RHO: smoothing.cpu().numpy()}
+
+
+def with_stored_labels(test: Batch, problem: xr.Dataset) -> Batch:
+    """The held-out set ``test``, regenerated from the run's seed, with the labels the run
+    stored in its ``problem`` group; ``test`` itself for stores made before they were stored.
+
+    A tie ``<w*, z> = 0`` takes the sign of a float32 round-off, which differs between CPU
+    vendors (:func:`purify.data.labels`); the inputs and codes do not go through those sums.
+    The stored labels keep a run resumed or analysed on another machine on the examples its
+    own evaluation scored.
+    """
+    if TEST_LABEL not in problem:
+        return test
+    y = problem[TEST_LABEL].values
+    if y.shape != tuple(test.y.shape):
+        raise ValueError(f"the store holds {y.shape[0]} held-out labels for {test.y.shape[0]} held-out examples")
+    return dataclasses.replace(test, y=torch.from_numpy(y).to(test.y))

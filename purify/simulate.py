@@ -28,7 +28,7 @@ from purify.data import SparseCodingProblem
 from purify.evaluate import accuracy, evaluate, make_attacks
 from purify.learners.ideal import IdealRobustModel
 from purify.provenance import versions
-from purify.schema import store_template
+from purify.schema import PROBLEM, store_template, with_stored_labels
 from purify.summary import summarize
 from purify.train import CLEAN, DivergenceError, Timeline
 from purify.trainer import Trainer
@@ -144,13 +144,16 @@ class Simulation:
         attrs = {"config_json": self.config.to_json(), "seed": int(self.config.seed),
                  "device": str(self.device), "torch_threads": torch.get_num_threads(), "matmul": matmul.backend(),
                  "completed_step": -1, "summary_json": "", **versions()}
-        S.create_store(self.run, store_template(self.config, self.timeline, self.problem, self._ideal()), attrs,
+        template = store_template(self.config, self.timeline, self.problem, self._ideal(), self.test.y)
+        S.create_store(self.run, template, attrs,
                        chunk_along={"snapshots": "step"})  # writing one snapshot rewrites its chunk only
 
     def start_state(self, resume: bool) -> Trainer:
         """The run's trainer where the run starts: its last checkpoint on ``resume``, else step 0."""
         if resume:
             _check_layout(self.run, self.timeline)
+            # On another CPU a few ties may regenerate with other labels: evaluate on the run's own.
+            self.test = self.trainer.test = with_stored_labels(self.test, S.open_run(self.run, PROBLEM))
             ckpt = S.load_checkpoint(self.run)
             if ckpt is not None:
                 self.trainer.load_state_dict(ckpt)

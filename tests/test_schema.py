@@ -18,7 +18,7 @@ def _template(run) -> dict:
     n_attacks, n_radii = len(ev.attacks), len(ev.radii)
     ideal = {"clean": 0.5, "robust": {n: np.zeros((n_attacks, n_radii)) for n in ev.norms},
              "strongest": {n: np.zeros(n_radii) for n in ev.norms}}
-    return V.store_template(data.config, Timeline.from_config(data.config), data.problem, ideal)
+    return V.store_template(data.config, Timeline.from_config(data.config), data.problem, ideal, data.test.y)
 
 
 def _kind(dtype: np.dtype) -> str:

@@ -119,7 +119,7 @@ def check_complete_store(run: Path, cfg: RunConfig) -> None:
         "W": ("step", "neuron", "input"), "b": ("step", "neuron"), "sigma_rho": ("step", "neuron")}
     assert snaps.W.shape == (len(tl.eval_steps), cfg.net.width, cfg.data.d)
     assert {name: problem[name].dims for name in problem.data_vars} == {
-        "M": ("input", "feature"), "w_star": ("feature",)}
+        "M": ("input", "feature"), "w_star": ("feature",), "test_label": ("example",)}
     assert problem.M.shape == (cfg.data.d, cfg.data.n_features)
 
     np.testing.assert_array_equal(root.step.values, tl.eval_steps)
@@ -235,6 +235,35 @@ def test_resume_of_a_complete_run_changes_nothing(reference, tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_held_out_labels_are_stored_and_another_cpu_evaluates_on_them(reference, ref_config, tmp_path, monkeypatch):
+    """A tie ``<w*, z> = 0`` takes the sign of a float32 round-off, which differs between CPU
+    vendors; a resume or an analysis on such a machine must score the run's own labels."""
+    import purify.data as data_module
+    from purify.analysis.rundata import RunData
+    from purify.simulate import Simulation
+
+    stored = xr.open_zarr(S.store_path(reference), group="problem").test_label.values
+    here = Simulation(ref_config, tmp_path / "unused", progress=False).test
+    assert stored.dtype == np.int8 and np.array_equal(stored, here.y.numpy())
+
+    w_star = Simulation(ref_config, tmp_path / "unused", progress=False).problem.w_star
+    ties = (here.z.double() @ w_star.double() == 0).numpy()
+    assert ties.sum() >= 5  # 7 % of the examples at d = 32, k = 3
+    this_cpu = data_module.labels
+
+    def other_cpu(z, w):  # the round-off of every tie the other way
+        y = this_cpu(z, w)
+        return torch.where(z.double() @ w.double() == 0, -y, y)
+
+    monkeypatch.setattr(data_module, "labels", other_cpu)
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    sim = Simulation(ref_config, run, progress=False)
+    assert np.array_equal(sim.test.y.numpy() != stored, ties)  # regenerated: the ties differ
+    sim.start_state(resume=True)
+    assert np.array_equal(sim.test.y.numpy(), stored) and sim.trainer.test is sim.test
+    data = RunData.open(run)
+    assert np.array_equal(data.test.y.numpy(), stored) and torch.equal(data.test.x, here.x)
 # --------------------------------------------------------------------------------------
 # Resume after a kill or an interrupt
 # --------------------------------------------------------------------------------------

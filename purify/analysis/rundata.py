@@ -69,8 +69,10 @@ class RunData:
 
     @cached_property
     def test(self) -> Batch:
-        """The run's held-out set, regenerated from its seed (identical to the one it used)."""
-        return self.problem.sample(self.config.data.n_test, generator=rng.generator(self.config.data_seed, "test"))
+        """The run's held-out set: regenerated from its seed, with the labels the run stored
+        (:func:`purify.schema.with_stored_labels`), so it is the one the run evaluated on."""
+        test = self.problem.sample(self.config.data.n_test, generator=rng.generator(self.config.data_seed, "test"))
+        return V.with_stored_labels(test, S.open_run(self.run, V.PROBLEM))
 
     # -- the weights ------------------------------------------------------------------
 
