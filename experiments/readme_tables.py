@@ -193,13 +193,15 @@ def _print_sizes(base: Path) -> None:
 
 
 def _print_purification(runs: tuple[tuple[str, dict], ...], label: str) -> None:
+    from purify.final_evaluation import format_r
+
     def row(name: str, s: dict) -> tuple[str, ...]:
         p, t, pair = s["purification"], s["threshold_model"], s["paired"]
         c, r = s["clean_model"], s["robust_model"]
         return (name, f"{_f(p['dense_alignment_clean'])} → {_f(p['dense_alignment_robust'])}",
                 f"{p['effective_r_clean']:.2f} → {p['effective_r_robust']:.2f}",
                 f"{_f(c['clean_accuracy'])} / {_f(_robust(c))}", f"{_f(r['clean_accuracy'])} / {_f(_robust(r))}",
-                f"({t['r']:.1f}) {_f(t['clean_accuracy'])} / {_f(_robust(t))}",
+                f"({format_r(t['r'])}) {_f(t['clean_accuracy'])} / {_f(_robust(t))}",
                 f"{pair['robust_minus_threshold']['value']:+.3f} ({pair['robust_minus_threshold']['se']:.3f})",
                 f"{pair['robust_minus_clean']['value']:+.3f} ({pair['robust_minus_clean']['se']:.3f})")
 

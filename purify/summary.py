@@ -30,6 +30,7 @@ from purify import store as S
 from purify.analysis.alignment import purification_summary
 from purify.config import RunConfig
 from purify.evaluate import paired_difference, standard_error
+from purify.final_evaluation import format_r
 
 
 def cosines(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -199,7 +200,7 @@ def format_summary(summary: dict) -> str:
     rows = [("", "clean acc", robust_header, "dense-only acc")]
     threshold = summary.get(V.THRESHOLD_MODEL) or {}
     labels = {V.CLEAN_MODEL: "clean model", V.BIAS_ONLY_MODEL: "  + adv. biases only",
-              V.THRESHOLD_MODEL: f"threshold model (r={threshold.get('r', float('nan')):.1f})",
+              V.THRESHOLD_MODEL: f"threshold model (r={format_r(threshold.get('r', float('nan')))})",
               V.ROBUST_MODEL: "robust model", V.IDEAL_MODEL: "ideal model"}
     for name, label in labels.items():
         block = summary.get(name)

@@ -12,6 +12,7 @@ import pytest
 
 import purify.cli
 import purify.experiments
+from purify.final_evaluation import format_r
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "readme_tables.py"
 
@@ -132,7 +133,7 @@ def test_purification_row_reads_the_stored_summary(rt, tiny_run, monkeypatch, ca
     pair = s["paired"]["robust_minus_threshold"]
     assert cells[0] == "`tiny`"
     assert cells[1].startswith(f"{s['purification']['dense_alignment_clean']:.3f} → ")
-    assert cells[5] == (f"({s['threshold_model']['r']:.1f}) {s['threshold_model']['clean_accuracy']:.3f} / "
+    assert cells[5] == (f"({format_r(s['threshold_model']['r'])}) {s['threshold_model']['clean_accuracy']:.3f} / "
                         f"{s['threshold_model']['robust_accuracy']:.3f}")
     assert cells[6] == f"{pair['value']:+.3f} ({pair['se']:.3f})"
 

@@ -20,7 +20,7 @@ from purify import store as S
 from purify.attacks import make_attack
 from purify.cli import main
 from purify.config import RunConfig
-from purify.final_evaluation import CLEAN_SLACK, THRESHOLD_GRID, threshold_net
+from purify.final_evaluation import CLEAN_SLACK, REFINE_STEPS, THRESHOLD_GRID, refine_threshold, threshold_net
 from purify.learners.symmetric import SymmetricReLUNet
 from purify.trainer import make_problem
 
@@ -69,13 +69,31 @@ def test_threshold_net_is_the_rule():
     np.testing.assert_allclose(linf.b, 1.3 * 0.25 * W.abs().sum(dim=1))
 
 
+def test_refinement_finds_where_the_clean_accuracy_crosses_the_target():
+    def clean(r):  # falls linearly through the target 0.8 at r = 1.23
+        return 0.8 + 0.5 * (1.23 - r)
+
+    grid = list(THRESHOLD_GRID)
+    r = refine_threshold(clean, grid, [clean(g) for g in grid], 0.8)
+    assert 1.23 - 0.1 / 2**REFINE_STEPS <= r <= 1.23 and clean(r) >= 0.8
+    assert refine_threshold(clean, grid, [clean(g) for g in grid], 0.1) is None  # every r keeps the target
+    assert refine_threshold(clean, grid, [clean(g) for g in grid], 1.2) is None  # none does
+    # the first crossing from below counts, even where a larger r is above the target again
+    bumpy = [0.9, 0.85, 0.7, 0.9] + [0.5] * (len(grid) - 4)
+    calls = []
+    r = refine_threshold(lambda v: calls.append(v) or 0.75, grid, bumpy, 0.8)
+    assert r is None and len(calls) == REFINE_STEPS and all(0.7 < v < 0.8 for v in calls)
+
+
 def test_threshold_grid_matches_a_hand_computation(run):
     config = RunConfig.from_json(S.read_attrs(run)["config_json"])
     ds = S.load_run(run, "threshold")
-    assert ds.r.values.tolist() == list(THRESHOLD_GRID) == pytest.approx(np.arange(0.6, 2.05, 0.1))
+    assert list(THRESHOLD_GRID) == pytest.approx(np.arange(0.6, 2.05, 0.1))
+    refined = ds.attrs["refined_r"]  # this run's grid crosses the clean target
+    assert ds.r.values.tolist() == sorted([*THRESHOLD_GRID, refined])
     snaps = S.load_run(run, "snapshots")
     W = torch.from_numpy(snaps.W.sel(step=config.train.clean_steps).values)
-    for r in (0.6, 1.3, 2.0):
+    for r in (0.6, 1.3, 2.0, refined):
         for norm in ("l2", "linf"):
             clean, robust = by_hand(config, W, r, norm)
             assert float(ds.clean_accuracy.sel(r=r)) == pytest.approx(clean.mean())

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from purify import schema as V
 from purify.evaluate import standard_error
+from purify.final_evaluation import format_r
 from purify.plots.style import MODEL_COLORS, NORM_LABEL, as_list, finish, new_figure
 
 if TYPE_CHECKING:
@@ -45,9 +46,10 @@ def threshold_frontier(threshold: xr.Dataset, evaluation: xr.Dataset, *, caption
         fast = np.asarray(threshold[V.ROBUST_ACCURACY_FAST].sel(norm=norm).values, np.float64)
         full = np.asarray(threshold[V.ROBUST_ACCURACY].sel(norm=norm).values, np.float64)
         ax.plot(clean, fast, ".-", color="0.5", lw=1.2, label="threshold baseline, cheap attacks")
-        for i in range(0, r.size, 2):
-            ax.annotate(f"r={r[i]:.1f}", (clean[i], fast[i]), fontsize=6, color="0.4",
-                        xytext=(3, 3), textcoords="offset points")
+        for i in range(r.size):
+            if round(r[i], 1) == r[i] and round(r[i] * 10) % 2 == 0:  # 0.6, 0.8, ... of the grid
+                ax.annotate(f"r={r[i]:.1f}", (clean[i], fast[i]), fontsize=6, color="0.4",
+                            xytext=(3, 3), textcoords="offset points")
         ok = ~np.isnan(full)
         ax.plot(clean[ok], full[ok], "o", mfc="none", color="tab:green", label="candidates, full cascade")
         for m in models:
@@ -63,7 +65,7 @@ def threshold_frontier(threshold: xr.Dataset, evaluation: xr.Dataset, *, caption
         ax.legend(fontsize=7, loc="best")
     strength = evaluation.attrs.get("strength", "?")
     return finish(fig, f"Threshold baseline: clean weights, biases b_i = r ‖w_i‖/√k ({strength} evaluation, "
-                       f"selected r = {threshold.attrs.get(V.SELECTED_R, float('nan')):.1f})", caption)
+                       f"selected r = {format_r(threshold.attrs.get(V.SELECTED_R, float('nan')))})", caption)
 
 
 def attack_strength(ds: xr.Dataset, *, caption: str = "") -> Figure:
