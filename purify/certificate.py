@@ -66,18 +66,29 @@ def _rounded_radius(tau: float, d: int, unit: float) -> float:
     return tau * (1 + 2 * _gamma(d, unit))
 
 
-def margin_lower_bound(net: SymmetricReLUNet, x: Tensor, y: Tensor, tau: float, norm: str) -> Tensor:
+def preactivations(net: SymmetricReLUNet, x: Tensor) -> list[Tensor]:
+    """``<w_i, x>`` in float64, one ``(rows, m)`` block per :data:`CHUNK` rows of ``x``: what
+    :func:`margin_lower_bound` and :func:`float_error` both start from (pass it to skip the
+    product; it is the same product, block by block, either way)."""
+    W = net.W.double()
+    return [x[i : i + CHUNK].double() @ W.T for i in range(0, x.shape[0], CHUNK)]
+
+
+def margin_lower_bound(net: SymmetricReLUNet, x: Tensor, y: Tensor, tau: float, norm: str,
+                       xw: list[Tensor] | None = None) -> Tensor:
     """``(n,)`` float64: a lower bound on ``min_{‖δ‖_p ≤ τ} y f(x + δ)`` in exact arithmetic
-    (the module docstring's relaxation, the best of three tangent points)."""
+    (the module docstring's relaxation, the best of three tangent points); ``xw`` is
+    :func:`preactivations` if already computed."""
     nrm = Norm(norm)
     W = net.W.double()
     b = net.b.double()
     s = net.sigma_rho.double().clamp_min(1e-30)
     t = tau * nrm.dual_norm(W)  # (m,) the most a δ of the ball moves <w_i, x>
+    xw = preactivations(net, x) if xw is None else xw
     out = []
-    for i in range(0, x.shape[0], CHUNK):
+    for j, i in enumerate(range(0, x.shape[0], CHUNK)):
         xi, yi = x[i : i + CHUNK].double(), y[i : i + CHUNK].double()
-        u = yi[:, None] * (xi @ W.T)
+        u = yi[:, None] * xw[j]
         lo, hi = u - t, u + t
         n_lo, _ = smooth_relu(-lo - b, s)
         n_hi, _ = smooth_relu(-hi - b, s)
@@ -94,7 +105,8 @@ def margin_lower_bound(net: SymmetricReLUNet, x: Tensor, y: Tensor, tau: float, 
     return torch.cat(out)
 
 
-def float_error(net: SymmetricReLUNet, x: Tensor, tau: float, norm: str, dtype: torch.dtype) -> Tensor:
+def float_error(net: SymmetricReLUNet, x: Tensor, tau: float, norm: str, dtype: torch.dtype,
+                xw: list[Tensor] | None = None) -> Tensor:
     """``(n,)`` float64: how far the network's ``forward`` in ``dtype`` can be from the exact
     ``f(x + δ)`` anywhere in the ball (a worst-case bound, Higham's ``γ_n = nu/(1 − nu)``), plus
     the same for a float64 evaluation, which covers the rounding of :func:`margin_lower_bound`
@@ -105,7 +117,8 @@ def float_error(net: SymmetricReLUNet, x: Tensor, tau: float, norm: str, dtype: 
     it), scaled by the largest slope the neuron can have in the ball; the elementwise terms a
     few units each of the neuron's largest value there; the sum over neurons ``γ_m`` of their
     absolute values; and the one-sided pass's dropped half and flushed ``exp`` (below
-    ``1e-24 s_i`` each, :meth:`SymmetricReLUNet._smoothed_one_sided`).
+    ``1e-24 s_i`` each, :meth:`SymmetricReLUNet._smoothed_one_sided`).  ``xw`` is
+    :func:`preactivations` if already computed.
     """
     unit, gemm_unit = _units(dtype, x.device)
     W, b = net.W.double(), net.b.double()
@@ -113,11 +126,12 @@ def float_error(net: SymmetricReLUNet, x: Tensor, tau: float, norm: str, dtype: 
     m, d = W.shape
     tau = _rounded_radius(tau, d, unit)
     t = tau * Norm(norm).dual_norm(W)
+    xw = preactivations(net, x) if xw is None else xw
     out = []
-    for i in range(0, x.shape[0], CHUNK):
+    for j, i in enumerate(range(0, x.shape[0], CHUNK)):
         xi = x[i : i + CHUNK].double()
         reach = xi.abs() @ W.abs().T + t  # ≥ Σ_j |w_ij||x_j + δ_j|
-        top = (xi @ W.T).abs() + t  # ≥ |<w_i, x + δ>|
+        top = xw[j].abs() + t  # ≥ |<w_i, x + δ>|
         value, slope = smooth_relu(top - b, s)  # the largest |term| and slope of each neuron in the ball
         per_neuron = 2 * slope * ((unit + _gamma(d, gemm_unit)) * reach + 16 * unit * (top + b + s))
         per_neuron = per_neuron + 16 * unit * value + 1e-22 * s
@@ -215,5 +229,6 @@ def certified(model: Learner, x: Tensor, y: Tensor, tau: float, norm: str) -> Te
     if not isinstance(model, SymmetricReLUNet):
         return None
     with torch.no_grad():
-        bound = margin_lower_bound(model, x, y, tau, norm)
-        return bound > float_error(model, x, tau, norm, model.W.dtype)
+        xw = preactivations(model, x)  # one product for both bounds
+        bound = margin_lower_bound(model, x, y, tau, norm, xw)
+        return bound > float_error(model, x, tau, norm, model.W.dtype, xw)

@@ -205,3 +205,23 @@ def test_skipping_certified_examples_changes_no_stored_number(monkeypatch, tmp_p
         with contextlib.redirect_stdout(out):
             assert main(["info", str(runs[1])]) == 0
         assert "certified (proven robust at the same tau, a lower bound): clean model" in out.getvalue()
+
+
+def test_the_shared_preactivations_are_the_bounds_own_product(monkeypatch):
+    """``certified`` computes ``x Wᵀ`` once for both bounds: block by block the same product each
+    bound computes alone, so the verdicts are the same bits (here over several blocks)."""
+    import purify.certificate as C
+
+    monkeypatch.setattr(C, "CHUNK", 7)
+    net64, x, y = _problem(0.05)
+    net = SymmetricReLUNet(net64.W.float(), net64.b.float(), net64.sigma_rho.float())
+    x = x.float()
+    xw = C.preactivations(net, x)
+    assert [block.shape[0] for block in xw] == [7] * 8 + [4]
+    for norm, tau in (("l2", 0.1), ("linf", 0.02)):
+        alone = margin_lower_bound(net, x, y.float(), tau, norm)
+        assert torch.equal(margin_lower_bound(net, x, y.float(), tau, norm, xw), alone)
+        error = float_error(net, x, tau, norm, torch.float32)
+        assert torch.equal(float_error(net, x, tau, norm, torch.float32, xw), error)
+        proven = certified(net, x, y.float(), tau, norm)
+        assert torch.equal(proven, alone > error) and bool(proven.any())
