@@ -75,7 +75,11 @@ def test_refinement_finds_where_the_clean_accuracy_crosses_the_target():
 
     grid = list(THRESHOLD_GRID)
     r = refine_threshold(clean, grid, [clean(g) for g in grid], 0.8)
-    assert 1.23 - 0.1 / 2**REFINE_STEPS <= r <= 1.23 and clean(r) >= 0.8
+    # bisection of [1.2, 1.3] into 2^steps slices: the crossing 1.23 lies in slice floor(0.3 · 2^steps)
+    # (19 of 64), so the last r kept is that slice's lower end, and the next slice's is below the target
+    n = 2**REFINE_STEPS
+    assert r == pytest.approx(1.2 + 0.1 * math.floor(0.3 * n) / n, abs=1e-12) and clean(r + 0.1 / n) < 0.8
+    assert refine_threshold(clean, grid, [clean(g) for g in grid], 0.8, steps=3) == pytest.approx(1.225, abs=1e-12)
     assert refine_threshold(clean, grid, [clean(g) for g in grid], 0.1) is None  # every r keeps the target
     assert refine_threshold(clean, grid, [clean(g) for g in grid], 1.2) is None  # none does
     # the first crossing from below counts, even where a larger r is above the target again
