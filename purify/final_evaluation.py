@@ -269,13 +269,15 @@ def _threshold(fe: FinalEvaluation, models: dict[str, Learner],
     select_norm = tr.adv_norm if tr.adv_norm in fe.norms else fe.norms[0]
     scale = 1.0 / math.sqrt(config.data.k)
 
-    def threshold_at(i: int) -> SymmetricReLUNet:
+    def net_at(r: float) -> SymmetricReLUNet:
         # built when needed, not kept: each keeps packed copies of its weights (purify.matmul.Reused)
-        return threshold_net(clean.W, grid[i], scale, tr.adv_norm, net.sigma_rho_ratio)
+        return threshold_net(clean.W, r, scale, tr.adv_norm, net.sigma_rho_ratio)
+
+    def threshold_at(i: int) -> SymmetricReLUNet:
+        return net_at(grid[i])
 
     def clean_accuracy(r: float) -> float:
-        model = threshold_net(clean.W, r, scale, tr.adv_norm, net.sigma_rho_ratio)
-        return float(sign_correct(model.forward(fe.x), fe.y).cpu().numpy().mean())
+        return float(sign_correct(net_at(r).forward(fe.x), fe.y).cpu().numpy().mean())
 
     grid = list(THRESHOLD_GRID)
     fast = [{norm: fe.fast(threshold_at(i), norm) for norm in fe.norms} for i in range(len(grid))]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+import xarray as xr
 import zarr
 
 from purify import schema as V
 from purify import store as S
 from purify.analysis.rundata import RunData
+from purify.data import Batch
 from purify.train import Timeline
 
 
@@ -75,3 +78,16 @@ def test_rows_fit_the_template_and_reproduce_stored_values(tiny_run):
     for name, value in rows["eval"][1].items():
         np.testing.assert_array_equal(value, at[name].values)
     np.testing.assert_array_equal(rows[V.STEP][1][V.W], s[V.W].values)
+
+
+def test_stored_labels_replace_the_regenerated_ones_and_must_match_the_held_out_set():
+    test = Batch(torch.randn(5, 3), torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0]), torch.zeros(5, 4))
+    assert V.with_stored_labels(test, xr.Dataset()) is test  # a store made before the labels were stored
+    stored = np.array([1, 1, -1, 1, -1], dtype=np.int8)
+    got = V.with_stored_labels(test, xr.Dataset({V.TEST_LABEL: ("example", stored)}))
+    assert got.y.dtype == test.y.dtype and got.y.tolist() == [1.0, 1.0, -1.0, 1.0, -1.0]
+    assert got.x is test.x and got.z is test.z
+    short = xr.Dataset({V.TEST_LABEL: ("example", stored[:4])})
+    with pytest.raises(ValueError, match="4 held-out labels for 5 held-out examples"):
+        V.with_stored_labels(test, short)
+    assert test.y.tolist() == [1.0, -1.0, 1.0, 1.0, -1.0]  # the regenerated set is not modified
