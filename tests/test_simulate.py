@@ -242,7 +242,7 @@ def test_held_out_labels_are_stored_and_another_cpu_evaluates_on_them(reference,
     from purify.analysis.rundata import RunData
     from purify.simulate import Simulation
 
-    stored = xr.open_zarr(S.store_path(reference), group="problem").test_label.values
+    stored = S.load_run(reference, "problem").test_label.values
     here = Simulation(ref_config, tmp_path / "unused", progress=False).test
     assert stored.dtype == np.int8 and np.array_equal(stored, here.y.numpy())
 
