@@ -87,7 +87,7 @@ def margin_lower_bound(net: SymmetricReLUNet, x: Tensor, y: Tensor, tau: float, 
     xw = preactivations(net, x) if xw is None else xw
     out = []
     for j, i in enumerate(range(0, x.shape[0], CHUNK)):
-        xi, yi = x[i : i + CHUNK].double(), y[i : i + CHUNK].double()
+        yi = y[i : i + CHUNK].double()
         u = yi[:, None] * xw[j]
         lo, hi = u - t, u + t
         n_lo, _ = smooth_relu(-lo - b, s)
@@ -95,7 +95,7 @@ def margin_lower_bound(net: SymmetricReLUNet, x: Tensor, y: Tensor, tau: float, 
         # the chord of N over [lo, hi]: slope (N(hi) − N(lo))/(hi − lo), N = −s h(−w − b)
         chord = torch.where(t > 0, (n_lo - n_hi) / (2 * t).clamp_min(1e-300), torch.zeros_like(u))
         alpha_neg = chord * t - n_lo  # the chord's value at the centre u
-        best = torch.full((xi.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        best = torch.full((yi.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
         for p in (lo, u, 0.5 * (lo + u)):
             value, slope = smooth_relu(p - b, s)
             alpha = (value + slope * (u - p) + alpha_neg).sum(dim=1)
