@@ -20,7 +20,14 @@ from purify import store as S
 from purify.attacks import make_attack
 from purify.cli import main
 from purify.config import RunConfig
-from purify.final_evaluation import CLEAN_SLACK, REFINE_STEPS, THRESHOLD_GRID, refine_threshold, threshold_net
+from purify.final_evaluation import (
+    CLEAN_SLACK,
+    REFINE_STEPS,
+    THRESHOLD_GRID,
+    format_r,
+    refine_threshold,
+    threshold_net,
+)
 from purify.learners.symmetric import SymmetricReLUNet
 from purify.trainer import make_problem
 
@@ -133,3 +140,9 @@ def test_selected_threshold_follows_the_rule_and_is_stored_per_example(run):
         clean, robust = by_hand(config, W, r, norm)
         np.testing.assert_array_equal(ev.clean_correct.sel(model="threshold").values, clean)
         np.testing.assert_array_equal(ev.robust_correct.sel(model="threshold", norm=norm).values, robust)
+
+
+def test_a_refined_r_is_printed_with_three_decimals_and_the_grid_with_one():
+    assert [format_r(r) for r in THRESHOLD_GRID] == [f"{r:.1f}" for r in THRESHOLD_GRID]
+    assert format_r(0.8 + 0.1 * 27 / 64) == "0.842"  # a bisection point between 0.8 and 0.9
+    assert format_r(1.0 + 0.1 / 64) == "1.002"  # one step off the grid is not rounded onto it
