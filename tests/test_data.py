@@ -252,7 +252,7 @@ def _reference_sample(p: SparseCodingProblem, n: int, generator: torch.Generator
         flat, order = torch.cat([flat, flat_s]).sort(stable=True)
         values = torch.cat([values, values_s])[order]
     starts = torch.searchsorted(flat, torch.arange(n) * D)
-    x = torch.nn.functional.embedding_bag(flat % D, p.atoms, starts, mode="sum", per_sample_weights=values)
+    x = torch.nn.functional.embedding_bag(flat % D, p.M.T.contiguous(), starts, mode="sum", per_sample_weights=values)
     if p.sigma_x > 0:
         x.add_(torch.randn(n, p.d, generator=generator, dtype=p.M.dtype), alpha=p.sigma_x / math.sqrt(p.d))
     return Batch(x, labels(z, p.w_star), z)
@@ -272,6 +272,53 @@ def test_sample_is_bit_for_bit_the_torch_only_sampler(dtype, spike_prob):
             assert torch.equal(got, want)
     # the generators were left in the same place
     assert torch.equal(g_new.get_state(), g_ref.get_state())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("spike_prob", [0.0, 0.05])
+def test_sample_by_atom_blocks_and_helper_thread_is_bit_for_bit_the_torch_only_sampler(
+        threads, spike_prob, monkeypatch):
+    """The switches of the sampler's speed-ups: ``Mᵀ`` by column blocks (here three, the last
+    with a tail) and, with two torch threads, the nonzero scans on the helper thread, give the
+    batches of the torch-only sampler and leave the generator where it left it."""
+    monkeypatch.setattr(purify.data, "ATOM_BLOCK_BYTES", 130 * 64 * 4)  # 64 columns of 130 atoms
+    base = problem(d=130, k=8, sigma_x=0.2, spike_level=0.1, spike_prob=spike_prob, seed=13)
+    p = SparseCodingProblem(base.M, base.w_star, base.levels, 0.2, 0.1, spike_prob)
+    assert [b.shape for b in p.atoms] == [(130, 64), (130, 64), (130, 2)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert (purify.data._submitter() is purify.data._now) == (threads == 1)
+        g_new, g_ref = gen(14), gen(14)
+        for n in (1, 5, 200):
+            a, b = p.sample(n, generator=g_new), _reference_sample(p, n, g_ref)
+            for got, want in ((a.x, b.x), (a.y, b.y), (a.z, b.z)):
+                assert torch.equal(got, want)
+        assert torch.equal(g_new.get_state(), g_ref.get_state())
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_atom_blocks_are_aligned_column_blocks_within_the_byte_budget():
+    """Blocks are contiguous, a multiple of 64 columns wide (the last the rest), at most the
+    budget each unless 64 columns already exceed it, and concatenate back to ``Mᵀ``."""
+    atoms = torch.randn(1000, 1000, generator=gen(3))
+    blocks = purify.data.atom_blocks(atoms)  # 1 MiB: 262 columns of float32 → 256
+    assert [b.shape[1] for b in blocks] == [256, 256, 256, 232]
+    assert all(b.is_contiguous() for b in blocks) and torch.equal(torch.cat(blocks, dim=1), atoms)
+    assert [b.shape[1] for b in purify.data.atom_blocks(atoms.double())] == [128] * 7 + [104]
+    assert [b.shape[1] for b in purify.data.atom_blocks(atoms, block_bytes=10)] == [64] * 15 + [40]
+    small = atoms[:, :200].contiguous()
+    assert purify.data.atom_blocks(small)[0] is small  # narrower than one block: itself
+
+
+def test_a_helper_failure_reaches_the_caller():
+    """An exception in a submitted scan is raised by ``result()``, inline or on the helper."""
+    def boom():
+        raise ValueError("scan failed")
+
+    with pytest.raises(ValueError, match="scan failed"):
+        purify.data._now(boom).result()
 
 
 def test_codes_at_the_level_edges_fall_on_the_right_side():
