@@ -70,7 +70,12 @@ def test_runs_of_one_table_never_share_a_folder_unless_they_are_the_same_run(rt)
         folders = [r.folder for r in table]
         assert len(set(folders)) == len(folders)
     assert rt.BOUNDARY in rt.SIZES and rt.BOUNDARY in rt.HEADLINE  # one run serves both
-    assert rt.DEFAULT in rt.HEADLINE and rt.DEFAULT in rt.PURIFICATION_K
+    assert rt.DEFAULT in rt.HEADLINE
+    # the k table's last row is the headline's run, under the label the README's k table gives it
+    last = rt.PURIFICATION_K[-1]
+    assert (last.folder, last.options, last.label) == (rt.DEFAULT.folder, rt.DEFAULT.options, "`--k 60` (default)")
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    assert f"| {last.label} |" in readme
 
 
 def test_dry_run_prints_the_commands_and_runs_nothing(rt, tmp_path, capsys, monkeypatch):
