@@ -93,6 +93,8 @@ PURIFICATION_SEEDS = (
                                                                              (60, (1, 2, 36659))) for s in seeds),
     *(_run(f"`--d 2000 --k 60 --seed {s}`", f"--d 2000 --k 60 --seed {s}") for s in (0, 1)),
 )
+# The product's own runs of the "Two presets" replay table's d = 500, k = 20 row (three seeds).
+PURIFICATION_SIZES = tuple(_run(f"`--d 500 --k 20 --seed {s}`", f"--d 500 --k 20 --seed {s}") for s in (0, 1, 2))
 BIAS_SCHEDULE = (
     _run("`--c-b 1`", "--d 200 --k 10 --preset boundary --seed 0 --bias-schedule paper --c-b 1"),
     _run("`--c-b 0.1`", "--d 200 --k 10 --preset boundary --seed 0 --bias-schedule paper --c-b 0.1"),
@@ -218,6 +220,10 @@ def _print_purification_seeds(base: Path) -> None:
     _print_purification(tuple((run.label, _summary(base, run)) for run in PURIFICATION_SEEDS), "run")
 
 
+def _print_purification_sizes(base: Path) -> None:
+    _print_purification(tuple((run.label, _summary(base, run)) for run in PURIFICATION_SIZES), "run")
+
+
 def _print_radius_sweeps(base: Path) -> None:
     from purify.summary import summarize
 
@@ -307,6 +313,9 @@ TABLES: dict[str, Table] = {
     "purification-seeds": Table(
         "Purification or thresholding?: other seeds, and k = 60 at d = 2000", _simulate(PURIFICATION_SEEDS),
         _print_purification_seeds, note="about 20 minutes per run with one thread; the d = 2000 run about 3 hours"),
+    "purification-sizes": Table(
+        "Purification or thresholding?: the product's runs of the replay table's d = 500, k = 20 row (three seeds)",
+        _simulate(PURIFICATION_SIZES), _print_purification_sizes, note="about 2 minutes per run on 2 cores"),
     "purification-radius": Table(
         "Purification or thresholding?: the sweeps over the radius at two sizes",
         lambda base: [["sweep", *opts, "--seed", "0", "--out", str(base / out)] for out, opts in RADIUS_SWEEPS.items()],

@@ -40,7 +40,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["headline", "sizes", "analyses", "run-figures", "bias-schedule", "adv-bias",
                                   "lazy-vs-feature", "reproduces", "sweep", "purification-k",
-                                  "purification-seeds", "purification-radius"])
+                                  "purification-seeds", "purification-sizes", "purification-radius"])
 def test_every_command_of_every_table_is_valid_purify_input(rt, name, tmp_path):
     commands = rt.TABLES[name].commands(tmp_path)
     assert commands
