@@ -135,6 +135,25 @@ def attack_strength_block(ds: xr.Dataset) -> tuple[dict, list[str]]:
     return block, warnings
 
 
+def threshold_warnings(ds: xr.Dataset, n: int) -> list[str]:
+    """A warning when the threshold baseline took the last ``r`` of its grid while the cheap
+    attacks' robust accuracy was still rising there (by more than one SE from the ``r`` before,
+    in the selection norm): a larger ``r`` might have been a stronger baseline, so the robust
+    model's margin over it may be too high."""
+    r = [float(v) for v in ds[V.R].values]
+    selected = float(ds.attrs[V.SELECTED_R])
+    if len(r) < 2 or selected != max(r):
+        return []
+    fast = ds[V.ROBUST_ACCURACY_FAST].sel(norm=ds.attrs["selection_norm"]).values
+    rise = float(fast[-1] - fast[-2])
+    if rise <= _se(float(fast[-1]), n):
+        return []
+    return [f"threshold baseline capped by its grid: it took the grid's last r = {format_r(selected)}, where the "
+            f"cheap attacks' robust accuracy still rises ({fast[-2]:.3f} at r = {format_r(r[-2])} -> "
+            f"{fast[-1]:.3f}, > 1 SE); a larger r might be a stronger baseline, so robust minus threshold may be "
+            "too high"]
+
+
 def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
     """Summary of the run at ``run`` (see the module docstring for its fields).
 
@@ -187,6 +206,10 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         summary["warnings"] = []
         if S.has_group(run, V.ATTACK_STRENGTH):
             summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, V.ATTACK_STRENGTH))
+        if S.has_group(run, V.THRESHOLD):
+            ev = S.open_run(run, V.EVALUATION)
+            n = int(ev.attrs.get("n_examples", ev.sizes["example"]))
+            summary["warnings"] += threshold_warnings(S.load_run(run, V.THRESHOLD), n)
     return summary
 
 

@@ -15,7 +15,13 @@ import purify.simulate as simulate_module
 from purify import store as S
 from purify.cli import main
 from purify.config import RunConfig
-from purify.summary import attack_strength_block, evaluation_blocks, format_summary, summarize
+from purify.summary import (
+    attack_strength_block,
+    evaluation_blocks,
+    format_summary,
+    summarize,
+    threshold_warnings,
+)
 
 MODELS = ["clean", "robust", "bias_only", "threshold", "ideal"]
 
@@ -80,6 +86,27 @@ def test_attack_strength_warns_only_when_the_last_doubling_still_helps_by_more_t
     assert len(warnings) == 1 and "3 -> 10 starts" in warnings[0]
     starts[3][1] = 0.5 + 0.99 * se  # within one SE: no warning
     assert attack_strength_block(strength_dataset(starts))[1] == []
+
+
+def threshold_dataset(fast_l2, selected, n=400) -> xr.Dataset:
+    r = [0.6 + 0.1 * i for i in range(len(fast_l2))]
+    fast = np.stack([np.asarray(fast_l2, float), np.full(len(fast_l2), 0.3)], axis=1)  # linf: flat, not selected
+    return xr.Dataset({"robust_accuracy_fast": (("r", "norm"), fast)}, coords={"r": r, "norm": ["l2", "linf"]},
+                      attrs={"selected_r": r[selected], "selection_norm": "l2"})
+
+
+def test_threshold_baseline_warns_only_when_capped_by_its_grid_while_still_rising():
+    se = np.sqrt(0.6 * 0.4 / 399)  # ≈ 0.0245 at accuracy 0.6, n = 400
+    rising = [0.40, 0.50, 0.60 - 1.01 * se, 0.60]
+    (warning,) = threshold_warnings(threshold_dataset(rising, selected=3), 400)
+    assert "grid's last r = 0.9" in warning and "too high" in warning
+    assert threshold_warnings(threshold_dataset(rising, selected=2), 400) == []  # not the grid's end
+    flat = [0.40, 0.50, 0.60 - 0.99 * se, 0.60]  # within one SE: a plateau, the grid does not cap it
+    assert threshold_warnings(threshold_dataset(flat, selected=3), 400) == []
+    # the rise is read in the selection norm: linf rising alone does not warn
+    ds = threshold_dataset(flat, selected=3)
+    ds["robust_accuracy_fast"].loc[{"norm": "linf"}] = [0.1, 0.2, 0.3, 0.5]
+    assert threshold_warnings(ds, 400) == []
 
 
 def test_format_summary_prints_threshold_line_se_paired_and_warnings():
