@@ -201,15 +201,13 @@ def summarize(run: str | Path, *, allow_running: bool = False) -> dict:
         primary = "l2" if "l2" in root.norm.values else "linf"
         summary["norm"] = primary
         summary.update(evaluation_blocks(S.load_run(run, V.EVALUATION), primary))
-        if S.has_group(run, V.THRESHOLD):
-            summary[V.THRESHOLD_MODEL]["r"] = float(S.open_run(run, V.THRESHOLD).attrs[V.SELECTED_R])
         summary["warnings"] = []
         if S.has_group(run, V.ATTACK_STRENGTH):
             summary["attack_strength"], summary["warnings"] = attack_strength_block(S.load_run(run, V.ATTACK_STRENGTH))
         if S.has_group(run, V.THRESHOLD):
-            ev = S.open_run(run, V.EVALUATION)
-            n = int(ev.attrs.get("n_examples", ev.sizes["example"]))
-            summary["warnings"] += threshold_warnings(S.load_run(run, V.THRESHOLD), n)
+            threshold, block = S.load_run(run, V.THRESHOLD), summary[V.THRESHOLD_MODEL]
+            block["r"] = float(threshold.attrs[V.SELECTED_R])
+            summary["warnings"] += threshold_warnings(threshold, block["n_examples"])
     return summary
 
 

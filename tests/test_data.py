@@ -317,8 +317,14 @@ def test_a_helper_failure_reaches_the_caller():
     def boom():
         raise ValueError("scan failed")
 
-    with pytest.raises(ValueError, match="scan failed"):
-        purify.data._now(boom).result()
+    before = torch.get_num_threads()
+    for threads in (1, 2):  # inline, then on the helper thread
+        torch.set_num_threads(threads)
+        try:
+            with pytest.raises(ValueError, match="scan failed"):
+                purify.data._submitter()(boom).result()
+        finally:
+            torch.set_num_threads(before)
 
 
 def test_codes_at_the_level_edges_fall_on_the_right_side():

@@ -109,6 +109,28 @@ def test_threshold_baseline_warns_only_when_capped_by_its_grid_while_still_risin
     assert threshold_warnings(ds, 400) == []
 
 
+def test_summarize_adds_the_threshold_warning_from_the_stored_group(tiny_run, tmp_path, monkeypatch):
+    """``summarize`` hands the stored ``threshold`` group and the evaluation's example count to
+    :func:`threshold_warnings` and appends what it returns to the attack-strength warnings."""
+    import shutil
+
+    import purify.summary
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    S.update_attrs(run, summary_json="")  # computed afresh, not the summary stored at completion
+    seen = {}
+
+    def capped(ds, n):
+        seen.update(r=float(ds.attrs["selected_r"]), n=n)
+        return ["capped"]
+
+    monkeypatch.setattr(purify.summary, "threshold_warnings", capped)
+    summary = summarize(run)
+    assert summary["warnings"][-1] == "capped"
+    assert seen == {"r": summary["threshold_model"]["r"], "n": 20}
+
+
 def test_format_summary_prints_threshold_line_se_paired_and_warnings():
     ds = evaluation_dataset()
     summary = {"tau": 0.25, "tau_linf": 0.01, "relative_weight_change": None, **evaluation_blocks(ds, "l2"),
