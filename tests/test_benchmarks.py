@@ -42,6 +42,52 @@ def test_step_time_prints_each_step_against_its_products():
     assert re.search(r"plain autograd / purify: clean [\d.]+x, FGM [\d.]+x", out)
 
 
+def test_eval_layout_prints_each_layout_against_the_one_in_use():
+    out = _bench("eval_layout.py", "--d", "64", "--m", "128", "--n-eval", "40", "--radii", "3", "--repeats", "2")
+    assert "d=64 k=6 m=128 n_eval=40 radii=3" in out
+    rows = re.findall(r"^(\S[^\n]*?) +([\d.]+) +([\d.]+)$", out, flags=re.M)
+    labels = [r[0] for r in rows]
+    assert labels == ["bare products of a PGD step, one by one", "bare products of a PGD step, stacked",
+                      "PGD-10 l2, radii one by one", "PGD-10 l2, radii stacked",
+                      "PGD-10 linf, radii one by one", "PGD-10 linf, radii stacked",
+                      "elementwise pass alone, whole block", "elementwise pass alone, by 32 rows",
+                      "elementwise pass alone, by 64 rows", "elementwise pass alone, by 128 rows",
+                      "PGD-10 l2, radii one by one, pass in use", "PGD-10 l2, radii one by one, pass by 128 rows"]
+    times = {label: float(t) for label, t, _ in rows}
+    bases = {0: 0, 1: 0, 2: 2, 3: 2, 4: 4, 5: 4, 6: 6, 7: 6, 8: 6, 9: 6, 10: 10, 11: 10}
+    for i, (_, t, ratio) in enumerate(rows):
+        base = times[labels[bases[i]]]
+        assert float(t) > 0
+        # each time printed to 0.01 ms, the ratio (of the unrounded times) to 0.01
+        assert (float(t) - 0.005) / (base + 0.005) - 0.005 <= float(ratio) <= (float(t) + 0.005) / max(base - 0.005, 1e-4) + 0.005
+        if bases[i] == i:
+            assert float(ratio) == 1.0
+
+
+def test_eval_layout_passes_by_rows_are_the_pass_in_use(monkeypatch):
+    """The row-block pass the benchmark times computes what the library's one-sided pass does,
+    bit for bit (else its timing would compare different work)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import eval_layout as el
+    import torch
+
+    from purify.learners.symmetric import SymmetricReLUNet
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(70, 30, generator=g)
+    b = 0.8 * W.norm(dim=1)
+    net = SymmetricReLUNet(W, b, 0.05 * b)
+    u = net.preactivation(torch.randn(45, 30, generator=g))
+    s, inv = net._scales()
+    assert net._one_sided
+    out, cdf = net._smoothed_one_sided(u, s, inv)
+    for rows in (1, 7, 32, 128):
+        o, c = el._rows_pass(net, u, s, rows)
+        assert torch.equal(o, out) and torch.equal(c, cdf)
+    val, c = el.one_sided_whole(net, u)
+    assert torch.equal(val @ s, out) and torch.equal(c, cdf)
+
+
 def test_run_time_parts_add_up_and_figures_are_not_store_writes():
     out = _bench("run_time.py", "--d", "32", "--k", "3", "--", *TINY_RUN)
     assert "steps clean=60 adversarial=20" in out
