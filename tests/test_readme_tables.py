@@ -69,13 +69,19 @@ def test_runs_of_one_table_never_share_a_folder_unless_they_are_the_same_run(rt)
     for table in (rt.SIZES, rt.ADV_BIAS, rt.BIAS_SCHEDULE, rt.HEADLINE, rt.PURIFICATION_K):
         folders = [r.folder for r in table]
         assert len(set(folders)) == len(folders)
-    assert rt.BOUNDARY in rt.SIZES and rt.BOUNDARY in rt.HEADLINE  # one run serves both
+    assert rt.BOUNDARY in rt.HEADLINE
+    # the sizes table's d = 1000 row is the headline's boundary run (one run serves both), under
+    # the label of the README's sizes table, as are the other rows
+    (same,) = [r for r in rt.SIZES if r.folder == rt.BOUNDARY.folder]
+    assert (same.options, same.label) == (rt.BOUNDARY.options, "`--d 1000 --k 60`")
     assert rt.DEFAULT in rt.HEADLINE
     # the k table's last row is the headline's run, under the label the README's k table gives it
     last = rt.PURIFICATION_K[-1]
     assert (last.folder, last.options, last.label) == (rt.DEFAULT.folder, rt.DEFAULT.options, "`--k 60` (default)")
     readme = (SCRIPT.parents[1] / "README.md").read_text()
     assert f"| {last.label} |" in readme
+    for run in rt.SIZES:
+        assert f"| {run.label} |" in readme
 
 
 def test_dry_run_prints_the_commands_and_runs_nothing(rt, tmp_path, capsys, monkeypatch):
