@@ -61,11 +61,20 @@ def accuracy(model: Learner, x: Tensor, y: Tensor) -> float:
 
 
 def robust_correct(
-    model: Learner, x: Tensor, y: Tensor, attack: Attack, tau: float, *, generator: torch.Generator
+    model: Learner, x: Tensor, y: Tensor, attack: Attack, tau: float, *, generator: torch.Generator,
+    active: Tensor | None = None,
 ) -> Tensor:
-    """Boolean ``(n,)``: does ``sign f(x + A(x))`` still equal ``y``?"""
-    delta = attack(model, x, y, tau, generator=generator)
-    return sign_correct(model.forward(x + delta), y)
+    """Boolean ``(n,)``: does ``sign f(x + A(x))`` still equal ``y``?  With a mask ``active``,
+    only those rows are attacked and scored (``False`` elsewhere)."""
+    if active is None:
+        delta = attack(model, x, y, tau, generator=generator)
+        return sign_correct(model.forward(x + delta), y)
+    delta = attack(model, x, y, tau, generator=generator, active=active)
+    ok = torch.zeros_like(active)
+    rows = active.nonzero().flatten()
+    if rows.numel():
+        ok[rows] = sign_correct(model.forward(x[rows] + delta[rows]), y[rows])
+    return ok
 
 
 def evaluate(
@@ -81,7 +90,9 @@ def evaluate(
     """Clean accuracy, robust accuracy per ``(norm, attacker, τ)`` and strongest per ``(norm, τ)``.
 
     ``attacks[norm][name]`` is an attacker for that norm and ``taus[norm]`` its radii.  The
-    evaluation set is processed in chunks of ``chunk`` examples to bound memory.
+    evaluation set is processed in chunks of ``chunk`` examples to bound memory.  An attack
+    whose masked run keeps every row's draws (:attr:`Attack.masks_paired`) attacks only the
+    examples classified correctly clean, with the results of attacking them all.
     """
     n = x.shape[0]
     clean_ok = sign_correct(torch.cat([model.forward(x[i : i + chunk]) for i in range(0, n, chunk)]), y)
@@ -93,8 +104,10 @@ def evaluate(
             for r, tau in enumerate(radii):
                 for i in range(0, n, chunk):
                     sl = slice(i, i + chunk)
-                    ok = robust_correct(model, x[sl], y[sl], attack, tau, generator=generator)
-                    # A misclassified clean point is not robust, whatever the attack did.
+                    # A misclassified clean point is not robust, whatever the attack did: an
+                    # attack whose masked run keeps every row's draws attacks only the others.
+                    active = clean_ok[sl] if attack.masks_paired else None
+                    ok = robust_correct(model, x[sl], y[sl], attack, tau, generator=generator, active=active)
                     correct[a, r, sl] = ok & clean_ok[sl]
         robust[norm] = correct.float().mean(dim=2).cpu().numpy()
         strongest[norm] = correct.all(dim=0).float().mean(dim=1).cpu().numpy()
@@ -156,7 +169,10 @@ def cascade(
     ``attacks[a]`` draws from ``generators[a]``.  The first ``attack_all`` attacks run on
     **every** example in fixed chunks instead, so with generators seeded alike their random
     draws (PGD starts, noise) are the same for every model evaluated: two models' outcomes
-    are then paired example by example, through the examples and through the draws.  The
+    are then paired example by example, through the examples and through the draws.  (Where
+    the attack's masked run draws for every row, :attr:`Attack.masks_paired`, the examples
+    misclassified clean are left out of that computation: their outcome is fixed, and the
+    others get the bits a call on every example gives them.)  The
     survivors' attacks are paired the same way where the attack draws for every row of a
     masked call (:class:`purify.attacks.ConvergedPGD`, transfers built on it).
 
@@ -189,9 +205,12 @@ def cascade(
             # Every chunk is attacked, even one without survivors: an attack that draws for
             # every row of its input (ConvergedPGD with `active`) then gives a row the same
             # draws whichever rows survive, so models stay paired through their survivors.
-            active = None if everywhere else alive[sl]
-            if active is not None and proven is not None:
-                active = active & ~proven[sl]
+            # An attack that runs everywhere skips the examples misclassified clean where its
+            # masked run keeps every row's draws (`masks_paired`): their outcome is fixed.
+            if everywhere:
+                active = ok[sl] if attack.masks_paired else None
+            else:
+                active = alive[sl] if proven is None else alive[sl] & ~proven[sl]
             delta = attack(model, x[sl], y[sl], tau, generator=g, active=active)
             rows = torch.arange(i, min(i + chunk, n), device=x.device)
             if active is not None:

@@ -135,6 +135,10 @@ class Transfer(Attack):
     def run_masked(self, model, x, y, tau, active, *, generator):
         return self.inner(self.source, x, y, tau, generator=generator, active=active)
 
+    @property
+    def masks_paired(self) -> bool:  # type: ignore[override]
+        return self.inner.masks_paired
+
 
 def smoother_copy(net: SymmetricReLUNet, factor: float) -> SymmetricReLUNet:
     """The same weights and biases with ``σ_ρ`` scaled by ``factor`` (a smoother surrogate)."""

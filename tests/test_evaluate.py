@@ -194,9 +194,9 @@ def test_cascade_is_per_example_no_better_than_any_of_its_attacks(norm):
              for i, a in enumerate(attacks)]
     # the first two ran on every example (one chunk) with the same draws: their outcomes are exact
     np.testing.assert_array_equal(res.each_correct, np.stack(alone[:2]))
-    for ok in alone[:3]:  # per example: robust in the cascade ⇒ robust under each attack alone
-        # (FGM and dense are deterministic, PGD ran on all with the same draws; noise on the
-        # survivors only draws differently from noise on all examples, so it is left out)
+    for ok in alone:  # per example: robust in the cascade ⇒ robust under each attack alone
+        # (FGM and dense are deterministic; PGD ran on all with the same draws, and noise on the
+        # survivors draws for every row, so a survivor gets the draw it gets alone)
         assert not (res.robust_correct & ~ok).any()
     assert (res.robust_correct == (res.clean_correct & (res.broken_by == -1))).all()
     broken = res.broken_by[res.broken_by >= 0]
@@ -265,3 +265,92 @@ def test_survivor_attacks_give_a_row_the_same_draws_whichever_rows_survive():
     both = fewer.robust_correct
     assert both.sum() > 20 and (a.robust_correct[both] != cheap.robust_correct[both]).any()  # informative
     np.testing.assert_array_equal(a.robust_correct[both], b.robust_correct[both])
+
+
+class _Counting:
+    """A model that counts the rows it is asked to evaluate (forward or with the gradient)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.rows = model, 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.model.forward(x)
+
+    __call__ = forward
+
+    def forward_and_input_grad(self, x):
+        self.rows += x.shape[0]
+        return self.model.forward_and_input_grad(x)
+
+
+def _paired_attacks(norm: str, d: int):
+    from purify.attacks import ConvergedPGD
+
+    direction = torch.randn(d, generator=gen(40), dtype=F64)
+    return [FGM(norm), PGD(norm, steps=4, restarts=2), PGD(norm, steps=3, random_start=False),
+            DenseAttack(norm, direction), NoiseAttack(norm),
+            ConvergedPGD(norm, steps=5, starts=("zero", "random", "dense"), dense_direction=direction)]
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_masked_runs_give_every_active_row_what_the_full_run_gives(norm):
+    """``masks_paired``: an active row gets the bits of the unmasked call (its draws are drawn
+    for every row), an inactive one zero, and the stream moves on as far either way."""
+    from purify.structured_attacks import Shrink, Transfer
+
+    net = small_symmetric_net(seed=21)
+    g = gen(22)
+    x = torch.randn(90, 12, generator=g, dtype=F64)
+    y = torch.where(torch.randn(90, generator=g, dtype=F64) >= 0, 1.0, -1.0).to(F64)
+    active = torch.rand(90, generator=g, dtype=F64) < 0.6
+    tau = 0.6 if norm == "l2" else 0.2
+    for attack in _paired_attacks(norm, 12):
+        assert attack.masks_paired
+        ga, gb = gen(23), gen(23)
+        full = attack(net, x, y, tau, generator=ga)
+        masked = attack(net, x, y, tau, generator=gb, active=active)
+        assert full.abs().sum() > 0
+        assert torch.equal(masked[active], full[active]), type(attack).__name__
+        assert not masked[~active].any()
+        assert torch.equal(ga.get_state(), gb.get_state()), type(attack).__name__
+    assert not Shrink.masks_paired  # its masked run draws for the subset alone
+    assert Transfer(norm, net, PGD(norm)).masks_paired
+    assert not Transfer(norm, net, Shrink(norm, torch.eye(12, dtype=F64), torch.ones(12, dtype=F64))).masks_paired
+
+
+def test_attacks_on_every_example_skip_those_misclassified_clean(monkeypatch):
+    """The cascade's attacks on every example and the per-step evaluation leave out the
+    examples the model gets wrong clean (their outcome is fixed) when the attack's masked run
+    keeps every row's draws: the same results, fewer rows evaluated."""
+    from purify.attacks import base
+
+    net = small_symmetric_net(seed=31)
+    g = gen(32)
+    x = torch.randn(160, 12, generator=g, dtype=F64)
+    y = torch.where(torch.randn(160, generator=g, dtype=F64) >= 0, 1.0, -1.0).to(F64)
+    y = torch.where(torch.rand(160, generator=g, dtype=F64) < 0.7, torch.sign(net.forward(x) + 1e-12), y)
+    attacks = _paired_attacks("l2", 12)
+
+    def run():
+        counted = _Counting(net)
+        res = cascade(counted, x, y, 0.6, attacks, generators=[gen(50 + a) for a in range(len(attacks))],
+                      attack_all=4, chunk=64)
+        counted_eval = _Counting(net)
+        ev = evaluate(counted_eval, x, y, attacks={"l2": dict(zip("abcdef", attacks, strict=True))},
+                      taus={"l2": [0.3, 0.6]}, generator=gen(60), chunk=64)
+        return res, counted.rows, ev, counted_eval.rows
+
+    res, rows, ev, rows_eval = run()
+    wrong = int((~res.clean_correct).sum())
+    assert 20 < wrong < 140  # informative: some of each
+    for cls in {type(a) for a in attacks}:
+        monkeypatch.setattr(cls, "masks_paired", False)
+    old, old_rows, old_ev, old_rows_eval = run()
+    for field in ("clean_correct", "robust_correct", "broken_by", "each_correct"):
+        np.testing.assert_array_equal(getattr(res, field), getattr(old, field))
+    assert ev.clean == old_ev.clean
+    np.testing.assert_array_equal(ev.robust["l2"], old_ev.robust["l2"])
+    np.testing.assert_array_equal(ev.strongest["l2"], old_ev.strongest["l2"])
+    assert rows < old_rows and rows_eval < old_rows_eval
+    assert base.Attack.masks_paired is False

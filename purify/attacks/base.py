@@ -65,6 +65,13 @@ class Norm:
 class Attack(ABC):
     """Base class: ``attack(model, x, y, tau, generator=g) -> δ`` with ``‖δ_j‖_p ≤ τ`` for all j."""
 
+    #: Whether :meth:`run_masked` gives every active row exactly what :meth:`run` on all rows
+    #: gives it: the same random draws (drawn for every row) and, rows being independent, the
+    #: same arithmetic.  :func:`purify.evaluate.cascade` and :func:`purify.evaluate.evaluate`
+    #: then attack only the examples a model classifies correctly, whose outcome is all they
+    #: report.  This default's masked run draws for the subset alone, so it is not.
+    masks_paired: bool = False
+
     def __init__(self, norm: str) -> None:
         self.norm = Norm(norm)
 
@@ -95,8 +102,9 @@ class Attack(ABC):
         """:meth:`run` on the rows where ``active``, zero elsewhere.
 
         This default attacks the subset, so its random draws depend on which rows are active;
-        :class:`ConvergedPGD` overrides it to draw its random starts for every row, so the
-        active rows get the same draws whatever the mask (paired across models).
+        :class:`ConvergedPGD`, :class:`PGD` and :class:`NoiseAttack` override it to draw for
+        every row, so the active rows get the same draws whatever the mask (paired across
+        models; :attr:`masks_paired`).
         """
         delta = torch.zeros_like(x)
         idx = active.nonzero().flatten()

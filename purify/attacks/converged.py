@@ -142,6 +142,8 @@ class ConvergedPGD(Attack):
     row gets the same draws whichever other rows are active.
     """
 
+    masks_paired = True
+
     def __init__(
         self,
         norm: str,

@@ -41,15 +41,33 @@ class PGD(Attack):
         return cls(norm, steps=o.pgd_steps, rel_step=o.pgd_rel_step, random_start=o.pgd_random_start,
                    restarts=o.pgd_restarts)
 
+    masks_paired = True
+
+    def _starts(self, x: Tensor, tau: float, generator: torch.Generator) -> list[Tensor | None]:
+        """The start of each restart (``None``: zero), drawn in order, as the restarts would."""
+        if not self.random_start:
+            return [None] * self.restarts
+        return [self.norm.random_start(tuple(x.shape), tau, generator=generator, device=x.device, dtype=x.dtype)
+                for _ in range(self.restarts)]
+
     def run(self, model, x, y, tau, *, generator):
+        return self._descend(model, x, y, tau, self._starts(x, tau, generator))
+
+    def run_masked(self, model, x, y, tau, active, *, generator):
+        # The starts are drawn for every row, so an active row gets the draws it would get
+        # unmasked; the iterations then run on the active rows alone (rows are independent).
+        starts = self._starts(x, tau, generator)
+        delta = torch.zeros_like(x)
+        idx = active.nonzero().flatten()
+        if idx.numel():
+            delta[idx] = self._descend(model, x[idx], y[idx], tau, [s if s is None else s[idx] for s in starts])
+        return delta
+
+    def _descend(self, model, x: Tensor, y: Tensor, tau: float, starts: list[Tensor | None]) -> Tensor:
         best = torch.zeros_like(x)
         best_margin = torch.full_like(y, float("inf"))
-        for _ in range(self.restarts):
-            delta = torch.zeros_like(x)
-            if self.random_start:
-                delta = self.norm.random_start(
-                    tuple(x.shape), tau, generator=generator, device=x.device, dtype=x.dtype
-                )
+        for start in starts:
+            delta = torch.zeros_like(x) if start is None else start
             for step in range(self.steps + 1):
                 # the last iterate is only scored: its gradient would never be used
                 if step == self.steps:
@@ -77,6 +95,8 @@ class FGM(Attack):
     by round-off.
     """
 
+    masks_paired = True  # no draws: the default masked run gives each row what run does
+
     def __init__(self, norm: str, *, zero_tol: float = 1e-8) -> None:
         super().__init__(norm)
         self.zero_tol = zero_tol
@@ -98,6 +118,8 @@ class DenseAttack(Attack):
     For ``ℓ∞`` the same direction is taken at the cube's corner, ``−τ y sign(M w*)``.
     """
 
+    masks_paired = True  # no draws, and the model is not used
+
     def __init__(self, norm: str, direction: Tensor) -> None:
         super().__init__(norm)
         self.direction = self.norm.normalize(direction[None, :])[0]
@@ -115,6 +137,12 @@ class DenseAttack(Attack):
 class NoiseAttack(Attack):
     """Control: a uniformly random direction on the sphere ``‖δ‖_p = τ`` (``ℓ∞``: random signs)."""
 
+    masks_paired = True
+
     def run(self, model, x, y, tau, *, generator):
         g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return tau * self.norm.normalize(g)
+
+    def run_masked(self, model, x, y, tau, active, *, generator):
+        # drawn for every row (the model is not used, so nothing is saved by drawing fewer)
+        return torch.where(active[:, None], self.run(model, x, y, tau, generator=generator), 0.0)
