@@ -23,36 +23,20 @@ is the median, and each ratio is to the layout in use.  Compare ratios across ma
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from step_time import _interleaved, configure, parser
 
 from purify import matmul
 from purify.attacks import make_attack
 from purify.config import DataConfig, RunConfig
 from purify.learners.symmetric import _INV_SQRT_2PI, _SQRT_HALF, SymmetricReLUNet, _gauss_, _ndtr
-from purify.threads import configure_threads
 from purify.trainer import make_problem
 
 #: Row blocks of the chunked elementwise pass.
 CHUNK_ROWS = (32, 64, 128)
-
-
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, run round-robin ``repeats`` times after a warm-up."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def one_sided_by_rows(net: SymmetricReLUNet, u: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,24 +73,11 @@ def one_sided_whole(net: SymmetricReLUNet, u: torch.Tensor) -> tuple[torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d", type=int, default=1000)
-    p.add_argument("--m", type=int, default=2000)
-    p.add_argument("--k", type=int, default=None, help="sparsity (default 60, at most d/10)")
+    p = parser(__doc__, repeats=10)
     p.add_argument("--n-eval", type=int, default=500, help="examples per radius (the per-step evaluation's)")
     p.add_argument("--radii", type=int, default=5, help="radii of the grid (the default grid has 5)")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch/BLAS threads (default: as purify simulate chooses them)")
     args = p.parse_args(argv)
-    k = min(60, max(1, args.d // 10)) if args.k is None else args.k
-    if not 1 <= k <= args.d:
-        p.error(f"--k {k}: must be in [1, d={args.d}]")
-    if args.threads is not None:
-        os.environ["PURIFY_THREADS"] = str(args.threads)
-    setting = configure_threads()
-    backend = matmul.choose_backend(override=os.environ.get(matmul.ENV))  # as purify simulate
-    matmul.set_backend(backend)
+    k, setting, backend = configure(p, args)
     g = torch.Generator().manual_seed(0)
     problem = make_problem(RunConfig(data=DataConfig(d=args.d, k=k)).resolve(seed=0))
     batch = problem.sample(args.n_eval, generator=torch.Generator().manual_seed(4))

@@ -86,16 +86,20 @@ def plain_fgm_step(W, b, s, x, y, lr, tau):
     return plain_clean_step(W, b, s, x + delta, y, lr)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options a step-level benchmark shares: sizes, repeats and threads."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--d", type=int, default=1000)
     p.add_argument("--m", type=int, default=2000)
     p.add_argument("--k", type=int, default=None, help="sparsity (default 60, at most d/10)")
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=repeats)
     p.add_argument("--threads", type=int, default=None,
                    help="torch/BLAS threads (default: as purify simulate chooses them)")
-    args = p.parse_args(argv)
+    return p
+
+
+def configure(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[int, object, str]:
+    """``(k, thread setting, matmul backend)``: threads and backend set as ``purify simulate`` sets them."""
     k = min(60, max(1, args.d // 10)) if args.k is None else args.k
     if not 1 <= k <= args.d:
         p.error(f"--k {k}: must be in [1, d={args.d}]")
@@ -104,6 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     setting = configure_threads()
     backend = matmul.choose_backend(override=os.environ.get(matmul.ENV))  # as purify simulate
     matmul.set_backend(backend)
+    return k, setting, backend
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__, repeats=20)
+    p.add_argument("--batch", type=int, default=512)
+    args = p.parse_args(argv)
+    k, setting, backend = configure(p, args)
     g = torch.Generator().manual_seed(0)
     problem = make_problem(RunConfig(data=DataConfig(d=args.d, k=k)).resolve(seed=0))
     data_gen = torch.Generator().manual_seed(4)
