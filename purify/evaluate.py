@@ -174,7 +174,8 @@ def cascade(
     misclassified clean are left out of that computation: their outcome is fixed, and the
     others get the bits a call on every example gives them.)  The
     survivors' attacks are paired the same way where the attack draws for every row of a
-    masked call (:class:`purify.attacks.ConvergedPGD`, transfers built on it).
+    masked call (:attr:`Attack.masks_paired`: converged PGD, PGD, noise, transfers built on
+    them).
 
     ``prior`` continues an earlier cascade on the same examples: its survivors are attacked
     by ``attacks``, numbered in ``broken_by`` after the prior's attacks; the result is the one
