@@ -46,6 +46,27 @@ def test_template_matches_the_groups_a_run_writes(tiny_run):
     np.testing.assert_array_equal(problem[V.M].values, template[V.PROBLEM][V.M].values)
 
 
+def test_template_holds_no_copies_of_its_nans_and_writes_the_bytes_of_a_full_one(tiny_run, tmp_path):
+    """The snapshots' NaN template is a view of one NaN (a default run's is 104 MB otherwise), and
+    a store written from it has the bytes of one written from materialized arrays."""
+    template = _template(tiny_run)
+    snaps = template[V.SNAPSHOTS]
+    assert all(np.asarray(snaps[v].values).strides == (0,) * snaps[v].ndim for v in (V.W, V.B, V.SIGMA_RHO))
+    full = {g: ds.copy(deep=True) for g, ds in template.items()}  # deep copies materialize the views
+    assert np.asarray(full[V.SNAPSHOTS][V.W].values).strides != (0, 0, 0)
+    attrs = {"status": "running"}
+    for name, groups in (("view", template), ("full", full)):
+        S.create_store(tmp_path / name, groups, attrs, chunk_along={V.SNAPSHOTS: V.STEP})
+
+    def files(run):
+        root = S.store_path(run)
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    a, b = files(tmp_path / "view"), files(tmp_path / "full")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(a[k] == b[k] for k in a if k != "zarr.json")  # the root's attrs name the run
+
+
 def test_final_layout_matches_the_final_groups(tiny_run):
     for group, variables in V.FINAL_LAYOUT.items():
         ds = S.load_run(tiny_run, group)
