@@ -12,10 +12,10 @@ depend on its radius (every entry is computed), and a per-row radius would need 
 ``τ`` in the attack API, which is only worth building if the stacked layout is faster.  The
 "bare products" rows are the same products alone, ``X Wᵀ`` and ``C W`` per step.
 
-The elementwise pass of the smoothed network (:meth:`SymmetricReLUNet._smoothed_one_sided`)
-on one ``n_eval × m`` block: ``whole`` is the pass in use, ``by R rows`` the same operations
-on row blocks of ``R`` rows, whose buffers stay in a core's L2 cache (the bits are checked
-equal before timing).
+The elementwise pass of the smoothed network (:meth:`SymmetricReLUNet._smoothed_one_sided`,
+its sum over neurons included) on one ``n_eval × m`` block: ``whole`` is the pass in use,
+``by R rows`` the same operations on row blocks of ``R`` rows, whose buffers stay in a core's
+L2 cache (the bits are checked equal before timing).
 
 All variants run interleaved (one repetition of each, in turn, ``--repeats`` times); each time
 is the median, and each ratio is to the layout in use.  Compare ratios across machines.
@@ -32,17 +32,17 @@ from step_time import _interleaved, configure, parser
 from purify import matmul
 from purify.attacks import make_attack
 from purify.config import DataConfig, RunConfig
-from purify.learners.symmetric import _INV_SQRT_2PI, _SQRT_HALF, SymmetricReLUNet, _gauss_, _ndtr
+from purify.learners.symmetric import _INV_SQRT_2PI, _SQRT_HALF, SymmetricReLUNet, _gauss_
 from purify.trainer import make_problem
 
 #: Row blocks of the chunked elementwise pass.
 CHUNK_ROWS = (32, 64, 128)
 
 
-def one_sided_by_rows(net: SymmetricReLUNet, u: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The terms ``sign(u) s h(a)`` (before the sum over neurons) and ``Φ(a)`` of the one-sided
-    pass, computed ``rows`` rows at a time by the operations of the pass in use."""
-    s, inv = net._scales()
+def rows_pass(net: SymmetricReLUNet, u: torch.Tensor, s: torch.Tensor, inv: torch.Tensor,
+              rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`SymmetricReLUNet._smoothed_one_sided` (its output and ``Φ(a)``) by the same
+    operations, ``rows`` rows at a time, then the one sum over neurons."""
     val, cdf = torch.empty_like(u), torch.empty_like(u)
     a = torch.empty(min(rows, u.shape[0]), u.shape[1], dtype=u.dtype)
     for i in range(0, u.shape[0], rows):
@@ -53,23 +53,7 @@ def one_sided_by_rows(net: SymmetricReLUNet, u: torch.Tensor, rows: int) -> tupl
         torch.mul(ai, _SQRT_HALF, out=c).erf_().add_(1.0).mul_(0.5)  # _ndtr's steps, into place
         v = val[i : i + rows]
         torch.mul(ai, c, out=v).add_(_gauss_(ai), alpha=_INV_SQRT_2PI).copysign_(block)
-    return val, cdf
-
-
-def _rows_pass(net: SymmetricReLUNet, u: torch.Tensor, s: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`SymmetricReLUNet._smoothed_one_sided` by row blocks: the output and ``Φ(a)``."""
-    val, cdf = one_sided_by_rows(net, u, rows)
     return val @ s, cdf
-
-
-def one_sided_whole(net: SymmetricReLUNet, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same terms by the pass in use, on the whole block (its sum over neurons left out)."""
-    s, inv = net._scales()
-    a = u.abs().sub_(net.b).mul_(inv)
-    cdf = _ndtr(a)
-    val = a * cdf
-    val.add_(_gauss_(a), alpha=_INV_SQRT_2PI)
-    return val.copysign_(u), cdf
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     pgd = {norm: make_attack("pgd", norm, pgd_steps=10) for norm in tau}
     rng = torch.Generator().manual_seed(1)
     u = net.preactivation(x)
-    whole = one_sided_whole(net, u)
+    s, inv = net._scales()
+    whole = net._smoothed_one_sided(u, s, inv)
     for rows in CHUNK_ROWS:  # the same bits, or the comparison would be of different work
-        chunked = one_sided_by_rows(net, u, rows)
+        chunked = rows_pass(net, u, s, inv, rows)
         if not all(torch.equal(a, c) for a, c in zip(whole, chunked, strict=True)):
             raise SystemExit(f"the pass by {rows} rows differs from the whole pass on this build")
 
@@ -113,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         def run() -> None:
             if rows is None:
                 return one_by_one("l2")
-            net._smoothed_one_sided = lambda u, s, inv: _rows_pass(net, u, s, rows)
+            net._smoothed_one_sided = lambda u, s, inv: rows_pass(net, u, s, inv, rows)
             try:
                 one_by_one("l2")
             finally:
@@ -131,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
                for norm in tau},
         },
         {
-            "pass whole": lambda: one_sided_whole(net, u),
-            **{f"pass {rows}": (lambda rows=rows: one_sided_by_rows(net, u, rows)) for rows in CHUNK_ROWS},
+            "pass whole": lambda: net._smoothed_one_sided(u, s, inv),
+            **{f"pass {rows}": (lambda rows=rows: rows_pass(net, u, s, inv, rows)) for rows in CHUNK_ROWS},
         },
         {"pgd in place whole": in_place_pass(None), "pgd in place rows": in_place_pass(CHUNK_ROWS[-1])},
     ]
